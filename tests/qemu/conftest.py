@@ -1,0 +1,81 @@
+"""Fixtures for the qemu end-to-end tests: guest images, a per-test Lab, and the qemu marker."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .guest import BuildError, GuestImage, ensure_image
+from .harness import Lab
+
+# One pair of TCG guests saturates both cores: a host-wide lock keeps concurrent
+# pytest runs (or xdist workers) from booting guests at the same time.
+LOCK_PATH = Path(tempfile.gettempdir()) / "fastrelay-qemu.lock"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "qemu: boots real qemu guests (TCG); slow, run with -m qemu, one test at a time"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Keep each phase's report on the item so the lab fixture knows whether to dump logs.
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+def _image(flavour: str) -> GuestImage:
+    try:
+        return ensure_image(flavour, log=lambda m: print(f"[qemu guest] {m}", file=sys.stderr))
+    except BuildError as e:
+        if os.geteuid() != 0:
+            pytest.skip(f"cannot build the {flavour} guest image without root: {e}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> GuestImage:
+    """The fast-booting cloud-kernel guest (virtio-net only)."""
+    return _image("cloud")
+
+
+@pytest.fixture(scope="session")
+def guest_image_e1000() -> GuestImage:
+    """The generic-kernel guest: the only Debian flavour that ships e1000.ko."""
+    img = _image("amd64")
+    assert img.supports("e1000"), img
+    return img
+
+
+@pytest.fixture(scope="session")
+def fastrelay_cli() -> None:
+    """Skip relay tests until ``python -m fastrelay`` runs in this interpreter."""
+    r = subprocess.run(
+        [sys.executable, "-m", "fastrelay", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"python -m fastrelay is not usable yet: {(r.stderr or r.stdout).strip()[-300:]}")
+
+
+@pytest.fixture
+def lab(request, guest_image: GuestImage, tmp_path: Path):
+    """A Lab for one test; holds the host-wide guest lock; dumps logs if the test failed."""
+    with open(LOCK_PATH, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with Lab(guest_image, tmp_path) as lab_:
+            yield lab_
+            rep = getattr(request.node, "rep_call", None)
+            if rep is not None and rep.failed:
+                print(lab_.diagnostics())
