@@ -1,0 +1,235 @@
+/* Load generator: sends numbered test frames the way a qemu endpoint does, over UDP or stream framing. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "endpoint.h"
+#include "frame.h"
+#include "util.h"
+
+/*
+ * Pacing:
+ *   bulk  saturate: UDP frames go out in sendmmsg() batches, stream frames as
+ *         back-to-back records in one large write();
+ *   qemu  one send syscall per frame, as qemu does (sendto() per datagram;
+ *         one write of length prefix + frame per stream frame).
+ * The run always ends by itself: after -n frames or -t seconds, whichever is
+ * first, and a hard alarm backs that up.
+ */
+
+#define GRACE_NS	(2 * 1000000000ull)	/* to finish a batch begun in time */
+
+/* What to send and how; filled from the command line. */
+struct gen {
+	size_t size;		/* frame length */
+	uint64_t count;		/* frames to send, UINT64_MAX for no limit */
+	double seconds;		/* sending time limit */
+	int qemu;		/* one syscall per frame */
+	unsigned batch;		/* frames per syscall in bulk pacing */
+	double rate;		/* frames/s cap, 0 for none */
+	uint8_t id;		/* sender id in the source MAC */
+	/* results */
+	uint64_t frames, stalls, errors;
+	uint64_t t0, t_end;
+};
+
+/** usage() - print the synopsis and exit 2. */
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: loadgen [-s SIZE] [-n COUNT] [-t SECONDS] [-p bulk|qemu] [-b BATCH]\n"
+		"               [-r FPS] [-i ID] [-g] [-R READYFILE] [-T CONNECT_TIMEOUT] ENDPOINT\n"
+		"  ENDPOINT: udp:LPORT:HOST:PORT | tcp:HOST:PORT | tcp-listen:HOST:PORT\n"
+		"            | unix:PATH | unix-listen:PATH\n"
+		"  -g waits for a line on stdin before sending (the runner's start signal)\n");
+	exit(2);
+}
+
+/** pace() - sleep until sending @g->frames more would not exceed -r. */
+static void pace(const struct gen *g)
+{
+	uint64_t due, now;
+
+	if (g->rate <= 0)
+		return;
+	due = g->t0 + (uint64_t)((double)g->frames * 1e9 / g->rate);
+	now = now_ns();
+	if (due > now)
+		sleep_ns(due - now);
+}
+
+/** batch_size() - frames for the next syscall, or 0 when the run is over. */
+static unsigned batch_size(const struct gen *g, unsigned max)
+{
+	uint64_t left = g->count - g->frames;
+
+	if (g_stop || !left || now_ns() >= g->t_end)
+		return 0;
+	return left < max ? (unsigned)left : max;
+}
+
+/** send_dgram() - the UDP loop: sendto() per frame, or sendmmsg() batches. */
+static void send_dgram(struct gen *g, const struct endpoint *ep)
+{
+	unsigned max = g->qemu ? 1 : g->batch, i, n;
+	struct mmsghdr *msgs = calloc(max, sizeof(*msgs));
+	struct iovec *iov = calloc(max, sizeof(*iov));
+	uint8_t *bufs = malloc((size_t)max * g->size);
+
+	if (!msgs || !iov || !bufs)
+		die("out of memory");
+	for (i = 0; i < max; i++) {
+		frame_init(bufs + (size_t)i * g->size, g->size, g->id);
+		iov[i].iov_base = bufs + (size_t)i * g->size;
+		iov[i].iov_len = g->size;
+		msgs[i].msg_hdr.msg_name = (void *)&ep->peer;
+		msgs[i].msg_hdr.msg_namelen = ep->peer_len;
+		msgs[i].msg_hdr.msg_iov = &iov[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+
+	while ((n = batch_size(g, max))) {
+		unsigned sent = 0;
+
+		pace(g);
+		for (i = 0; i < n; i++)
+			frame_set_seq(bufs + (size_t)i * g->size, g->size, g->frames + i);
+		while (sent < n) {
+			int r;
+
+			if (max == 1)
+				r = sendto(ep->fd, bufs, g->size, 0,
+					   (const struct sockaddr *)&ep->peer, ep->peer_len) < 0 ? -1 : 1;
+			else
+				r = sendmmsg(ep->fd, msgs + sent, n - sent, 0);
+			if (r > 0) {
+				sent += (unsigned)r;
+				continue;
+			}
+			if (errno != EAGAIN && errno != ENOBUFS && errno != EINTR)
+				die("%s: send: %s", ep->spec, strerror(errno));
+			/* Socket buffer full: wait for room, but never past the grace. */
+			g->stalls++;
+			if (g_stop || now_ns() >= g->t_end + GRACE_NS) {
+				g->errors++;
+				break;
+			}
+			wait_fd(ep->fd, POLLOUT, 10);
+		}
+		g->frames += sent;
+		if (sent < n)
+			break;
+	}
+	free(msgs);
+	free(iov);
+	free(bufs);
+}
+
+/** send_stream() - the stream loop: whole length-prefixed records per write(). */
+static void send_stream(struct gen *g, const struct endpoint *ep)
+{
+	size_t rec = 4 + g->size;
+	unsigned max, i, n;
+	uint8_t *buf, junk[4096];
+
+	/* Bulk: about 256 KiB per write(), like a relay flushing a busy queue. */
+	max = g->qemu ? 1 : g->batch ? g->batch : (unsigned)(256 * 1024 / rec);
+	if (max < 1)
+		max = 1;
+	g->batch = max;
+	buf = malloc((size_t)max * rec);
+	if (!buf)
+		die("out of memory");
+	for (i = 0; i < max; i++) {
+		put_be32(buf + (size_t)i * rec, (uint32_t)g->size);
+		frame_init(buf + (size_t)i * rec + 4, g->size, g->id);
+	}
+
+	while ((n = batch_size(g, max))) {
+		pace(g);
+		for (i = 0; i < n; i++)
+			frame_set_seq(buf + (size_t)i * rec + 4, g->size, g->frames + i);
+		if (write_all(ep->fd, buf, (size_t)n * rec, g->t_end + GRACE_NS) < 0) {
+			warn("%s: write: %s", ep->spec, strerror(errno));
+			g->errors++;
+			break;
+		}
+		g->frames += n;
+	}
+	/* Unread input at close() would turn our FIN into a RST and lose data. */
+	for (i = 0; i < 256 && recv(ep->fd, junk, sizeof(junk), MSG_DONTWAIT) > 0; i++)
+		;
+	shutdown(ep->fd, SHUT_WR);
+	free(buf);
+}
+
+/** main() - parse options, open the endpoint, wait for go, send, print JSON. */
+int main(int argc, char **argv)
+{
+	struct gen g = { .size = 64, .count = UINT64_MAX, .seconds = 0, .batch = 0 };
+	const char *ready = NULL, *pacing = "bulk";
+	double connect_timeout = 10, secs;
+	struct endpoint ep;
+	int opt, go = 0;
+
+	g_prog = "loadgen";
+	while ((opt = getopt(argc, argv, "s:n:t:p:b:r:i:gR:T:h")) != -1) {
+		switch (opt) {
+		case 's': g.size = (size_t)parse_long(optarg, FRAME_MIN, FRAME_MAX, "size"); break;
+		case 'n': g.count = (uint64_t)parse_long(optarg, 1, 1L << 40, "count"); break;
+		case 't': g.seconds = parse_double(optarg, 0.001, 3600, "seconds"); break;
+		case 'p':
+			if (strcmp(optarg, "bulk") && strcmp(optarg, "qemu"))
+				usage();
+			pacing = optarg;
+			g.qemu = !strcmp(optarg, "qemu");
+			break;
+		case 'b': g.batch = (unsigned)parse_long(optarg, 1, 1024, "batch"); break;
+		case 'r': g.rate = parse_double(optarg, 1, 1e9, "rate"); break;
+		case 'i': g.id = (uint8_t)parse_long(optarg, 0, 255, "id"); break;
+		case 'g': go = 1; break;
+		case 'R': ready = optarg; break;
+		case 'T': connect_timeout = parse_double(optarg, 0.1, 600, "timeout"); break;
+		default: usage();
+		}
+	}
+	if (optind != argc - 1)
+		usage();
+	/* Always bounded: no -t means 1 s, or at most 60 s to send -n frames. */
+	if (g.seconds == 0)
+		g.seconds = g.count == UINT64_MAX ? 1 : 60;
+	install_limits(connect_timeout + (go ? 30 : 0) + g.seconds + 10);
+
+	ep_open(&ep, argv[optind], connect_timeout);
+	if (!g.batch && ep.kind == EP_DGRAM)
+		g.batch = 64;
+	touch_ready(ready);
+	if (go && wait_go(30) < 0)
+		die("no start signal on stdin");
+
+	g.t0 = now_ns();
+	g.t_end = g.t0 + (uint64_t)(g.seconds * 1e9);
+	if (ep.kind == EP_DGRAM)
+		send_dgram(&g, &ep);
+	else
+		send_stream(&g, &ep);
+	secs = (double)(now_ns() - g.t0) / 1e9;
+
+	printf("{\"role\": \"loadgen\", ");
+	json_str(stdout, "endpoint", ep.spec);
+	printf(", \"pacing\": \"%s\", \"size\": %zu, \"batch\": %u, \"frames\": %llu, "
+	       "\"bytes\": %llu, \"seconds\": %.6f, \"frames_per_s\": %.1f, "
+	       "\"gbit_per_s\": %.4f, \"stalls\": %llu, \"errors\": %llu}\n",
+	       pacing, g.size, g.qemu ? 1 : g.batch, (unsigned long long)g.frames,
+	       (unsigned long long)(g.frames * g.size), secs,
+	       secs > 0 ? (double)g.frames / secs : 0.0,
+	       secs > 0 ? (double)g.frames * (double)g.size * 8 / secs / 1e9 : 0.0,
+	       (unsigned long long)g.stalls, (unsigned long long)g.errors);
+	close(ep.fd);
+	return g.errors ? 1 : 0;
+}

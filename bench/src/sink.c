@@ -1,0 +1,202 @@
+/* Sink: receives test frames over UDP or stream framing, checks them and prints one JSON result line. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "endpoint.h"
+#include "frame.h"
+#include "stream.h"
+#include "util.h"
+
+/*
+ * The rate is frames over the time from the first to the last good frame, so
+ * neither the wait for the sender nor the idle timeout at the end dilutes it.
+ * The sink stops at end of stream, after -n frames, after -I seconds without
+ * data once data has flowed, or after -t seconds in all.
+ */
+
+#define DGRAM_BATCH	64
+#define DGRAM_BUF	65536	/* more than FRAME_MAX: an oversized datagram shows as MSG_TRUNC */
+#define STREAM_BULK	(1 << 20)
+
+/* Stop conditions and what ended the run. */
+struct limits {
+	uint64_t count;		/* stop after this many good frames */
+	uint64_t t_stop;	/* absolute end, now_ns() */
+	uint64_t idle_ns;	/* quiet time that ends the run once data flowed */
+	uint64_t t_activity;	/* last time bytes arrived, 0 before any */
+	int eof;		/* the stream ended */
+	int desync;		/* a bad length prefix: the rest is unreadable */
+};
+
+/** usage() - print the synopsis and exit 2. */
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: sink [-t MAXSECONDS] [-I IDLESECONDS] [-n COUNT] [-V] [-R READYFILE]\n"
+		"            [-T CONNECT_TIMEOUT] ENDPOINT\n"
+		"  -V checks every byte of every frame (costs sink CPU at large sizes)\n");
+	exit(2);
+}
+
+/** keep_going() - false once any stop condition holds. */
+static int keep_going(const struct limits *l, const struct seq_stats *s)
+{
+	uint64_t now = now_ns();
+
+	if (g_stop || l->eof || l->desync || s->frames >= l->count || now >= l->t_stop)
+		return 0;
+	return !(l->t_activity && now - l->t_activity >= l->idle_ns);
+}
+
+/** recv_dgram() - the UDP loop: recvmmsg() batches, one frame per datagram. */
+static void recv_dgram(const struct endpoint *ep, struct limits *l, struct seq_stats *s,
+		       const uint8_t *ref)
+{
+	struct mmsghdr msgs[DGRAM_BATCH];
+	struct iovec iov[DGRAM_BATCH];
+	uint8_t *bufs = malloc((size_t)DGRAM_BATCH * DGRAM_BUF);
+	int i;
+
+	if (!bufs)
+		die("out of memory");
+	memset(msgs, 0, sizeof(msgs));
+	for (i = 0; i < DGRAM_BATCH; i++) {
+		iov[i].iov_base = bufs + (size_t)i * DGRAM_BUF;
+		iov[i].iov_len = DGRAM_BUF;
+		msgs[i].msg_hdr.msg_iov = &iov[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+	while (keep_going(l, s)) {
+		int n = recvmmsg(ep->fd, msgs, DGRAM_BATCH, MSG_DONTWAIT, NULL);
+		uint64_t now;
+
+		if (n <= 0) {
+			if (n < 0 && errno != EAGAIN && errno != EINTR)
+				die("%s: recvmmsg: %s", ep->spec, strerror(errno));
+			wait_fd(ep->fd, POLLIN, 20);
+			continue;
+		}
+		now = now_ns();
+		l->t_activity = now;
+		for (i = 0; i < n; i++) {
+			if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
+				s->corrupt++;
+			else
+				seq_account(s, iov[i].iov_base, msgs[i].msg_len, ref, now);
+		}
+	}
+	free(bufs);
+}
+
+/** recv_stream() - the stream loop: large reads, then split at length prefixes. */
+static void recv_stream(const struct endpoint *ep, struct limits *l, struct seq_stats *s,
+			const uint8_t *ref)
+{
+	struct reasm r;
+	uint8_t *frame;
+	uint32_t len;
+
+	if (reasm_init(&r, STREAM_BULK) < 0)
+		die("out of memory");
+	while (keep_going(l, s)) {
+		ssize_t n = reasm_read(&r, ep->fd);
+		uint64_t now;
+		int got;
+
+		if (n == 0) {
+			l->eof = 1;
+			break;
+		}
+		if (n < 0) {
+			if (errno == ECONNRESET) {
+				l->eof = 1;
+				break;
+			}
+			if (errno != EAGAIN && errno != EINTR)
+				die("%s: read: %s", ep->spec, strerror(errno));
+			wait_fd(ep->fd, POLLIN, 20);
+			continue;
+		}
+		now = now_ns();
+		l->t_activity = now;
+		while ((got = reasm_next(&r, &frame, &len)) == 1)
+			seq_account(s, frame, len, ref, now);
+		if (got < 0) {
+			/* A length qemu would refuse: nothing after it can be trusted. */
+			s->corrupt++;
+			l->desync = 1;
+		}
+	}
+	/* A partial record at the end is a frame cut short by the path. */
+	if (reasm_pending(&r) && !l->desync)
+		s->corrupt++;
+	free(r.buf);
+}
+
+/** main() - parse options, open the endpoint, receive, print one JSON line. */
+int main(int argc, char **argv)
+{
+	struct limits l = { .count = UINT64_MAX };
+	struct seq_stats s;
+	const char *ready = NULL;
+	double max_s = 30, idle_s = 0.5, connect_timeout = 10, secs;
+	uint8_t *ref = NULL;
+	struct endpoint ep;
+	int opt, full = 0;
+
+	g_prog = "sink";
+	memset(&s, 0, sizeof(s));
+	while ((opt = getopt(argc, argv, "t:I:n:VR:T:h")) != -1) {
+		switch (opt) {
+		case 't': max_s = parse_double(optarg, 0.01, 3600, "seconds"); break;
+		case 'I': idle_s = parse_double(optarg, 0.01, 600, "idle seconds"); break;
+		case 'n': l.count = (uint64_t)parse_long(optarg, 1, 1L << 40, "count"); break;
+		case 'V': full = 1; break;
+		case 'R': ready = optarg; break;
+		case 'T': connect_timeout = parse_double(optarg, 0.1, 600, "timeout"); break;
+		default: usage();
+		}
+	}
+	if (optind != argc - 1)
+		usage();
+	install_limits(connect_timeout + max_s + 5);
+	if (full) {
+		ref = malloc(FRAME_MAX);
+		if (!ref)
+			die("out of memory");
+		frame_init(ref, FRAME_MAX, 0);
+	}
+
+	ep_open(&ep, argv[optind], connect_timeout);
+	touch_ready(ready);
+	l.t_stop = now_ns() + (uint64_t)(max_s * 1e9);
+	l.idle_ns = (uint64_t)(idle_s * 1e9);
+	if (ep.kind == EP_DGRAM)
+		recv_dgram(&ep, &l, &s, ref);
+	else
+		recv_stream(&ep, &l, &s, ref);
+
+	secs = s.frames > 1 ? (double)(s.t_last - s.t_first) / 1e9 : 0;
+	printf("{\"role\": \"sink\", ");
+	json_str(stdout, "endpoint", ep.spec);
+	printf(", \"frames\": %llu, \"bytes\": %llu, \"seconds\": %.6f, "
+	       "\"frames_per_s\": %.1f, \"gbit_per_s\": %.4f, \"lost\": %llu, "
+	       "\"out_of_order\": %llu, \"corrupt\": %llu, \"first_seq\": %llu, "
+	       "\"last_seq\": %lld, \"eof\": %s, \"desync\": %s}\n",
+	       (unsigned long long)s.frames, (unsigned long long)s.bytes, secs,
+	       secs > 0 ? (double)s.frames / secs : 0.0,
+	       secs > 0 ? (double)s.bytes * 8 / secs / 1e9 : 0.0,
+	       (unsigned long long)s.lost, (unsigned long long)s.out_of_order,
+	       (unsigned long long)s.corrupt, (unsigned long long)s.first_seq,
+	       s.frames ? (long long)(s.next_seq - 1) : -1LL,
+	       l.eof ? "true" : "false", l.desync ? "true" : "false");
+	close(ep.fd);
+	free(ref);
+	return 0;
+}
