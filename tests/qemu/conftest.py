@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .guest import BuildError, GuestImage, ensure_image
-from .harness import Lab
+from .harness import Lab, relay_command
 
 # One pair of TCG guests saturates both cores: a host-wide lock keeps concurrent
 # pytest runs (or xdist workers) from booting guests at the same time.
@@ -23,6 +23,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "qemu: boots real qemu guests (TCG); slow, run with -m qemu, one test at a time"
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A backstop behind the harness's own timeouts, only where pytest-timeout is installed
+    # (an unknown marker would fail a --strict-markers run).
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if item.get_closest_marker("qemu") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(120))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -60,7 +70,7 @@ def guest_image_e1000() -> GuestImage:
 def fastrelay_cli() -> None:
     """Skip relay tests until ``python -m fastrelay`` runs in this interpreter."""
     r = subprocess.run(
-        [sys.executable, "-m", "fastrelay", "--help"],
+        [*relay_command(), "--help"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -23,6 +24,13 @@ from .guest import GuestImage
 
 QEMU = "qemu-system-x86_64"
 POLL = 0.1
+
+
+def relay_command() -> list[str]:
+    """The relay under test: ``python -m fastrelay`` unless FASTRELAY_QEMU_RELAY names another
+    command with the same CLI (e.g. ``netrelay``, to run the same tests against the C tool)."""
+    env = os.environ.get("FASTRELAY_QEMU_RELAY")
+    return shlex.split(env) if env else [sys.executable, "-m", "fastrelay"]
 
 # Distinct MACs across one process: qemu gives every NIC the same default MAC.
 _mac_seq = itertools.count(1)
@@ -56,6 +64,21 @@ def port_listening(port: int, proto: str) -> bool:
             if lport == port and (proto == "udp" or f[3] == "0A"):
                 return True
     return False
+
+
+def tcp_established(port: int) -> int:
+    """How many local TCP sockets on ``port`` (local side) are ESTABLISHED, from /proc/net."""
+    n = 0
+    for fam in ("", "6"):
+        try:
+            lines = Path(f"/proc/net/tcp{fam}").read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "01":
+                n += 1
+    return n
 
 
 def wait_until(cond, timeout: float, what: str, log_of=None) -> None:
@@ -142,10 +165,12 @@ class Guest:
         return self
 
     def text(self) -> str:
+        """The serial log up to its last complete line: qemu may be mid-way through one."""
         try:
-            return self.log.read_text(errors="replace")
+            text = self.log.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+        return text[: text.rfind("\n") + 1]
 
     def tail(self) -> str:
         return f"[{self.name} serial]\n{_tail(self.log)}\n[{self.name} qemu]\n{_tail(self.qemu_log, 10)}"
@@ -216,7 +241,7 @@ class Relay:
             out.write(f"--- start {self.starts}: fastrelay {' '.join(self.args)}\n")
             out.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fastrelay", *self.args],
+                [*relay_command(), *self.args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
