@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +24,10 @@
  *   - a frame is sent to every other port while holding the hub mutex, with
  *     two send()s per stream port (length, then frame) or one sendto();
  *   - so one slow port stalls the whole hub, exactly like netrelay.
+ * TCP sockets get TCP_NODELAY: with Nagle on, the second of the two small
+ * sends waits for the peer's delayed ACK (40 ms) whenever only one frame is in
+ * flight, and the ping-pong numbers would measure that timer instead of the
+ * per-frame cost this baseline stands for.
  * Command line as netrelay: `naive SRC DEST` (point to point, exits when a side
  * ends) or `naive -l PORT [TARGET...]` (hub on [::]:PORT, dual-stack).
  * Targets: LPORT:IP:SPORT (UDP; an empty port copies the other), IP:PORT or
@@ -62,6 +67,17 @@ static void usage(void)
 		"  TARGET: LPORT:IP:SPORT (UDP) | IP:PORT | [IPV6]:PORT (TCP) | unix:PATH\n"
 		"  -t ends the process after SECONDS (default 3600): bench runs are bounded\n");
 	exit(2);
+}
+
+/** set_nodelay() - TCP_NODELAY on a TCP socket (see the theory of operation). */
+static void set_nodelay(int fd)
+{
+	int one = 1;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 /** recv_full() - blocking recv() of exactly @len bytes. Return: 0, or -1 on EOF/error. */
@@ -187,6 +203,8 @@ static void hub_add(struct hub *h, struct port *p)
 	pthread_t t;
 
 	p->hub = h;
+	if (!p->dgram)
+		set_nodelay(p->fd);
 	pthread_mutex_lock(&h->lock);
 	p->next = h->ports;
 	h->ports = p;

@@ -1,0 +1,1 @@
+"""Benchmarks fastrelay against direct qemu links, a naive netrelay-style relay and netrelay itself."""

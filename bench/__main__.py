@@ -1,0 +1,132 @@
+"""Command line of the benchmark runner: `python -m bench [--smoke] [--scenarios ...] ...`."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .build import BuildError, build
+from .report import markdown_table, text_table, to_json
+from .runner import Options, Row, Runner, add_ratios, cpu_count
+from .scenarios import all_scenarios, availability, select
+
+# Small enough for CI to run in seconds, wide enough to touch every code path:
+# UDP and TCP framing, a hub, both baselines and the mixed case.
+SMOKE_SCENARIOS = ["direct-udp", "direct-tcp", "naive-udp-p2p", "naive-tcp-hub-2",
+                   "fastrelay-udp-p2p", "fastrelay-tcp-p2p", "fastrelay-tcp-hub-2",
+                   "fastrelay-mixed"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options, with --smoke filling in short defaults."""
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--scenarios", help="comma-separated names or globs (default: all; see --list)")
+    ap.add_argument("--sizes", default=None, help="frame sizes, comma-separated (default 64,1500)")
+    ap.add_argument("--seconds", type=float, default=None, help="sending time per point (default 2)")
+    ap.add_argument("--latency-seconds", type=float, default=None,
+                    help="ping-pong time per point (default: half of --seconds)")
+    ap.add_argument("--no-latency", action="store_true", help="skip the ping-pong phase")
+    ap.add_argument("--pacing", choices=["bulk", "qemu"], default="bulk",
+                    help="bulk: batched sends at full speed; qemu: one send syscall per frame")
+    ap.add_argument("--pin", action="store_true",
+                    help="relay on CPU --relay-cpu, generator and sinks on --tool-cpu")
+    ap.add_argument("--relay-cpu", type=int, default=1)
+    ap.add_argument("--tool-cpu", type=int, default=0)
+    ap.add_argument("--json", metavar="FILE", help="also write all results as JSON")
+    ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny run for CI: 0.3 s points, 64-byte frames, a few scenarios")
+    ap.add_argument("--strict", action="store_true",
+                    help="fail if fastrelay scenarios are skipped because it does not import")
+    ap.add_argument("--list", action="store_true", help="list scenarios and exit")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show every command started")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.scenarios = args.scenarios or ",".join(SMOKE_SCENARIOS)
+        args.sizes = args.sizes or "64"
+        args.seconds = args.seconds or 0.3
+        args.latency_seconds = args.latency_seconds or 0.2
+    args.sizes = args.sizes or "64,1500"
+    args.seconds = args.seconds or 2.0
+    args.latency_seconds = args.latency_seconds or max(0.2, args.seconds / 2)
+    if not 0.05 <= args.seconds <= 60 or not 0.05 <= args.latency_seconds <= 60:
+        ap.error("--seconds and --latency-seconds must be within 0.05..60: runs stay short")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build, run the selected points, print the table. Exit 1 if any point failed."""
+    args = parse_args(argv)
+    avail = availability()
+    if args.list:
+        for sc in all_scenarios():
+            why = avail[sc.relay]
+            print(f"{sc.name:24} {'(skipped: ' + why + ')' if why else ''}")
+        return 0
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s]
+    except ValueError:
+        print(f"bench: bad --sizes {args.sizes!r}", file=sys.stderr)
+        return 2
+    if not sizes or any(not 64 <= s <= 65000 for s in sizes):
+        print("bench: sizes must be within 64..65000", file=sys.stderr)
+        return 2
+    if args.scenarios:
+        scenarios = select(args.scenarios.split(","))
+    else:
+        # Asked for nothing in particular: leave out relays that cannot run here
+        # rather than fill the table with skipped rows.
+        scenarios = [s for s in all_scenarios() if not avail[s.relay]]
+        for relay, why in avail.items():
+            if why:
+                print(f"bench: leaving out {relay}-*: {why}", file=sys.stderr)
+    pin = args.pin
+    if pin and cpu_count() < 2:
+        print("bench: --pin needs two CPUs; running unpinned", file=sys.stderr)
+        pin = False
+    try:
+        bins = build(verbose=args.verbose)
+    except BuildError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+
+    opts = Options(sizes=sizes, seconds=args.seconds, latency_seconds=args.latency_seconds,
+                   latency=not args.no_latency, pacing=args.pacing, pin=pin,
+                   relay_cpu=args.relay_cpu, tool_cpu=args.tool_cpu, verbose=args.verbose)
+    runner = Runner(bins, opts)
+    rows: list[Row] = []
+    started = time.time()
+    for sc in scenarios:
+        for size in sizes:
+            why = avail[sc.relay]
+            if why:
+                row = Row(sc.name, sc.relay, sc.shape, size, sc.nsinks, skipped=why)
+            else:
+                row = runner.run_point(sc, size)
+            rows.append(row)
+            status = row.skipped and "skipped" or row.error and "ERROR" or "ok"
+            print(f"bench: {sc.name} size {size}: {status}", file=sys.stderr)
+
+    baselines = add_ratios(rows)
+    print(markdown_table(rows, baselines) if args.markdown else text_table(rows, baselines))
+    if args.json:
+        meta = {"started": started, "host": platform.node(), "cpus": cpu_count(),
+                "python": sys.version.split()[0], "seconds": opts.seconds,
+                "latency_seconds": opts.latency_seconds, "pacing": opts.pacing, "pin": pin,
+                "sizes": sizes, "kernel": platform.release()}
+        Path(args.json).write_text(to_json(rows, meta) + "\n")
+    failed = [r for r in rows if r.error]
+    strict_skips = [r for r in rows if args.strict and r.skipped and r.relay == "fastrelay"]
+    for r in failed:
+        print(f"bench: {r.scenario} size {r.size} failed: {r.error}", file=sys.stderr)
+    if strict_skips:
+        print(f"bench: --strict: {len(strict_skips)} fastrelay points skipped: "
+              f"{strict_skips[0].skipped}", file=sys.stderr)
+    return 1 if failed or strict_skips else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

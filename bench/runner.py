@@ -1,0 +1,284 @@
+"""Runs scenario points: starts the relay and the C endpoints in order, measures, always cleans up."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .procs import BenchError, PortPool, Proc, tcp_listening, udp_bound, unix_listening, wait_until
+from .scenarios import REPO, Scenario, Topology, relay_argv
+
+CONNECT_TIMEOUT = 15.0   # for a peer to listen/connect, and for a relay to come up
+
+
+@dataclass
+class Options:
+    """How to measure; filled from the command line."""
+
+    sizes: list[int]
+    seconds: float = 2.0            # sending time per throughput point
+    latency_seconds: float = 1.0    # ping-pong time per latency point
+    latency: bool = True
+    pacing: str = "bulk"
+    pin: bool = False               # relay on RELAY_CPU, endpoints on TOOL_CPU
+    relay_cpu: int = 1
+    tool_cpu: int = 0
+    settle: float = 0.2             # after all connected: let a relay register its clients
+    idle: float = 0.5               # sink stops this long after the last frame
+    verbose: bool = False
+
+
+@dataclass
+class Row:
+    """One point of the table: a scenario at one frame size."""
+
+    scenario: str
+    relay: str
+    shape: str
+    size: int
+    nsinks: int
+    sent: int = 0
+    delivered: list[int] = field(default_factory=list)
+    fps_per_sink: float | None = None    # mean over sinks of each sink's own rate
+    fps_total: float | None = None       # sum over sinks: what the relay delivered
+    gbit_per_sink: float | None = None
+    loss_pct: float | None = None        # 1 - delivered / (sent * sinks)
+    corrupt: int = 0
+    out_of_order: int = 0
+    relay_cpu_s: float | None = None
+    relay_cpu_pct: float | None = None      # relay CPU over the sinks' busy time
+    relay_ns_per_frame: float | None = None  # relay CPU / frames it took in
+    p50_us: float | None = None
+    p99_us: float | None = None
+    ping_lost: int | None = None
+    ratios: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    skipped: str | None = None
+
+
+def _ready_when_listening(spec: str) -> Any:
+    """A check that is true once the listener named by @spec accepts connections."""
+    if spec.startswith("tcp-listen:"):
+        port = int(spec.rsplit(":", 1)[1])
+        return lambda: tcp_listening(port)
+    path = spec.split(":", 1)[1]
+    return lambda: unix_listening(path)
+
+
+def _is_listener(spec: str) -> bool:
+    """Whether @spec waits for the other side to connect."""
+    return spec.startswith(("tcp-listen:", "unix-listen:"))
+
+
+class Runner:
+    """Measures scenario points with the compiled bench programs in @bins."""
+
+    def __init__(self, bins: dict[str, Path], opts: Options) -> None:
+        self.bins = bins
+        self.opts = opts
+        self.ports = PortPool()
+
+    # -- one measurement -------------------------------------------------
+
+    def _measure(self, sc: Scenario, topo: Topology, size: int, latency: bool,
+                 work: Path) -> tuple[dict[str, Any], list[dict[str, Any]], float | None, float]:
+        """Start everything in a safe order, send, collect. Return (sender, sinks, relay CPU s, wall s)."""
+        o = self.opts
+        tool_cpu = o.tool_cpu if o.pin else None
+        duration = o.latency_seconds if latency else o.seconds
+        procs: list[Proc] = []
+        ready: list[Path] = []
+        sinks: list[Proc | None] = [None] * len(topo.sinks)
+        gen: Proc | None = None
+        relay: Proc | None = None
+
+        def start(name: str, argv: list[str], cpu: int | None, cwd: str | None = None) -> Proc:
+            if o.verbose:
+                print(f"  $ {' '.join(argv)}", file=sys.stderr)
+            p = Proc(name, argv, work, cpu=cpu, cwd=cwd)
+            procs.append(p)
+            return p
+
+        def start_sink(i: int) -> None:
+            flag = work / f"sink{i}.ready"
+            ready.append(flag)
+            if latency:
+                argv = [str(self.bins["pingpong"]), "reflect", "-t", f"{duration + 60:g}",
+                        "-I", "10", "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}", topo.sinks[i]]
+            else:
+                argv = [str(self.bins["sink"]), "-t", f"{duration + 60:g}", "-I", f"{o.idle:g}",
+                        "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}", topo.sinks[i]]
+            sinks[i] = start(f"sink{i}", argv, tool_cpu)
+
+        def start_gen() -> Proc:
+            flag = work / "gen.ready"
+            ready.append(flag)
+            if latency:
+                argv = [str(self.bins["pingpong"]), "client", "-g", "-t", f"{duration:g}",
+                        "-s", str(size), "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}", topo.sender]
+            else:
+                argv = [str(self.bins["loadgen"]), "-g", "-t", f"{duration:g}", "-s", str(size),
+                        "-p", o.pacing, "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}", topo.sender]
+            return start("gen", argv, tool_cpu)
+
+        try:
+            # 1. Ends that listen must be listening before the relay connects to them.
+            for i, spec in enumerate(topo.sinks):
+                if _is_listener(spec):
+                    start_sink(i)
+                    wait_until(f"{spec} to listen", _ready_when_listening(spec),
+                               CONNECT_TIMEOUT, procs)
+            if _is_listener(topo.sender):
+                gen = start_gen()
+                wait_until(f"{topo.sender} to listen", _ready_when_listening(topo.sender),
+                           CONNECT_TIMEOUT, procs)
+            # 2. The relay; ready when its listeners and UDP ports are there (read from /proc).
+            if topo.relay_args is not None:
+                argv = relay_argv(sc.relay, self.bins["naive"], duration + 120) + topo.relay_args
+                relay = start("relay", argv, o.relay_cpu if o.pin else None, cwd=str(REPO))
+                for port in topo.relay_tcp:
+                    wait_until(f"relay to listen on tcp {port}", lambda p=port: tcp_listening(p),
+                               CONNECT_TIMEOUT, procs)
+                for port in topo.relay_udp:
+                    wait_until(f"relay to bind udp {port}", lambda p=port: udp_bound(p),
+                               CONNECT_TIMEOUT, procs)
+            # 3. Ends that connect (or just bind UDP); the sender waits for "go" anyway.
+            for i in range(len(topo.sinks)):
+                if sinks[i] is None:
+                    start_sink(i)
+            if gen is None:
+                gen = start_gen()
+            wait_until("every end to connect", lambda: all(f.exists() for f in ready),
+                       CONNECT_TIMEOUT, procs)
+            if relay is not None:
+                # A connect() completes in the kernel before the relay has accept()ed
+                # and joined the client to its hub; frames sent earlier could miss it.
+                time.sleep(o.settle)
+                if not relay.alive():
+                    raise BenchError(f"relay exited: {relay.stderr_tail()}")
+
+            # 4. Measure.
+            cpu0 = relay.cpu_seconds() if relay else None
+            t0 = time.monotonic()
+            gen.go()
+            if not gen.wait(duration + 20):
+                raise BenchError(f"sender did not finish: {gen.stderr_tail()}")
+            sender = gen.result()
+            if latency:
+                for s in sinks:
+                    assert s is not None
+                    s.stop()    # the reflector prints its count on SIGTERM
+            else:
+                deadline = time.monotonic() + o.idle + 15
+                for s in sinks:
+                    assert s is not None
+                    s.wait(max(0.1, deadline - time.monotonic()))
+            cpu1 = relay.cpu_seconds() if relay else None
+            wall = time.monotonic() - t0
+            results = []
+            for s in sinks:
+                assert s is not None
+                s.stop()
+                results.append(s.result())
+            cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+            return sender, results, cpu, wall
+        finally:
+            # Endpoints first, then the relay: it must not see a storm of errors mid-run.
+            for p in procs:
+                if p is not relay:
+                    p.stop()
+            if relay is not None:
+                relay.stop()
+
+    # -- a table row -----------------------------------------------------
+
+    def run_point(self, sc: Scenario, size: int) -> Row:
+        """Throughput (and latency where the wiring allows) of @sc at @size; errors go in the row."""
+        row = Row(sc.name, sc.relay, sc.shape, size, sc.nsinks)
+        try:
+            with tempfile.TemporaryDirectory(prefix="fastrelay-bench-") as tmp:
+                sender, sinks, cpu, wall = self._measure(sc, sc.make(self.ports, Path(tmp)),
+                                                         size, False, Path(tmp))
+            self._fill_throughput(row, sender, sinks, cpu, wall)
+            if self.opts.latency and sc.latency_ok and row.error is None:
+                with tempfile.TemporaryDirectory(prefix="fastrelay-bench-") as tmp:
+                    ping, _, _, _ = self._measure(sc, sc.make(self.ports, Path(tmp)),
+                                                  size, True, Path(tmp))
+                row.p50_us = ping.get("p50_us")
+                row.p99_us = ping.get("p99_us")
+                row.ping_lost = ping.get("lost")
+                if not ping.get("samples"):
+                    row.error = (f"latency: {ping.get('sent')} pings in "
+                                 f"{ping.get('seconds', 0):.2f}s, none past the warm-up")
+        except BenchError as exc:
+            row.error = str(exc)
+        except OSError as exc:
+            row.error = f"{type(exc).__name__}: {exc}"
+        return row
+
+    @staticmethod
+    def _fill_throughput(row: Row, sender: dict[str, Any], sinks: list[dict[str, Any]],
+                         cpu: float | None, wall: float) -> None:
+        """Turn the programs' JSON results into the row's numbers; flag what is wrong."""
+        row.sent = int(sender.get("frames", 0))
+        row.delivered = [int(s["frames"]) for s in sinks]
+        row.fps_per_sink = statistics.fmean(float(s["frames_per_s"]) for s in sinks)
+        row.fps_total = sum(float(s["frames_per_s"]) for s in sinks)
+        row.gbit_per_sink = statistics.fmean(float(s["gbit_per_s"]) for s in sinks)
+        row.corrupt = sum(int(s["corrupt"]) for s in sinks)
+        row.out_of_order = sum(int(s["out_of_order"]) for s in sinks)
+        if row.sent:
+            row.loss_pct = max(0.0, 100.0 * (1 - sum(row.delivered) / (row.sent * len(sinks))))
+        taken_in = max(row.delivered) if row.delivered else 0
+        # The relay is busy while frames reach the sinks; the CPU snapshot window
+        # also holds the start-up wait and the sinks' idle timeout, which would
+        # make a saturated relay look half idle.
+        busy = max((float(s["seconds"]) for s in sinks), default=0.0) or wall
+        if cpu is not None:
+            row.relay_cpu_s = cpu
+            row.relay_cpu_pct = 100.0 * cpu / busy if busy > 0 else None
+            row.relay_ns_per_frame = cpu * 1e9 / taken_in if taken_in else None
+        if not row.sent:
+            row.error = "sender sent nothing"
+        elif not taken_in:
+            row.error = "nothing delivered"
+        elif row.corrupt:
+            row.error = f"{row.corrupt} corrupt frames"
+
+
+def add_ratios(rows: list[Row]) -> list[str]:
+    """Within this run only: each row against naive, netrelay and direct at the same size.
+
+    fps_x_B = this row's per-sink frames/s over B's (higher is better);
+    cpu_x_B = B's relay ns/frame over this row's (higher: this relay is cheaper).
+    Return the baselines that appear, in column order.
+    """
+    by_key = {(r.relay, r.shape, r.size): r for r in rows if r.error is None and r.skipped is None}
+    used: list[str] = []
+    for r in rows:
+        if r.error or r.skipped or r.relay == "direct" or not r.fps_per_sink:
+            continue
+        bases = {"naive": by_key.get(("naive", r.shape, r.size)),
+                 "netrelay": by_key.get(("netrelay", r.shape, r.size)),
+                 "direct": by_key.get(("direct", r.shape.split("-")[0]
+                                       if r.shape != "mixed" else "udp", r.size))}
+        for name, base in bases.items():
+            if base is None or base is r or not base.fps_per_sink:
+                continue
+            r.ratios[f"fps_x_{name}"] = r.fps_per_sink / base.fps_per_sink
+            if name != "direct" and base.relay_ns_per_frame and r.relay_ns_per_frame:
+                r.ratios[f"cpu_x_{name}"] = base.relay_ns_per_frame / r.relay_ns_per_frame
+            if name not in used:
+                used.append(name)
+    return [b for b in ("naive", "netrelay", "direct") if b in used]
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (what --pin can use)."""
+    return len(os.sched_getaffinity(0))

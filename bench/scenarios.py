@@ -1,0 +1,201 @@
+"""The named scenario matrix: which relay, which wiring, and the endpoints each side uses."""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .procs import PortPool
+
+REPO = Path(__file__).resolve().parent.parent
+HUB_SIZES = (2, 4, 8)
+LOOP = "127.0.0.1"
+
+
+@dataclass
+class Topology:
+    """Wiring of one measurement; endpoints are bench endpoint specs (see src/endpoint.h).
+
+    The sender side is a loadgen (throughput) or a ping client (latency); the
+    sinks are sinks or, with exactly one, a reflector. A spec starting with
+    tcp-listen:/unix-listen: waits for the relay (or the direct peer) to connect.
+    """
+
+    sender: str
+    sinks: list[str]
+    relay_args: list[str] | None = None          # None: direct link, no relay
+    relay_tcp: list[int] = field(default_factory=list)   # ports the relay listens on
+    relay_udp: list[int] = field(default_factory=list)   # ports the relay binds
+
+
+Maker = Callable[[PortPool, Path], Topology]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row family of the table: a relay (or none) times a wiring (shape)."""
+
+    name: str
+    relay: str          # direct | fastrelay | naive | netrelay
+    shape: str          # udp-p2p, tcp-hub-4, ...; direct ones: udp, tcp, unix
+    nsinks: int
+    make: Maker
+
+    @property
+    def latency_ok(self) -> bool:
+        """Ping-pong needs exactly two ends: the echo must only reach the pinger."""
+        return self.nsinks == 1
+
+    @property
+    def transport(self) -> str:
+        """The sender's transport, to pick the direct-* row a relay row is compared with."""
+        return self.shape.split("-")[0] if self.shape != "mixed" else "udp"
+
+
+def _udp_pair(ports: PortPool) -> tuple[int, int]:
+    """Two ports for the two ends of a UDP link."""
+    return ports.take(), ports.take()
+
+
+def direct_udp(ports: PortPool, tmp: Path) -> Topology:
+    """qemu socket,udp= on both ends, no relay."""
+    a, b = _udp_pair(ports)
+    return Topology(sender=f"udp:{a}:{LOOP}:{b}", sinks=[f"udp:{b}:{LOOP}:{a}"])
+
+
+def direct_tcp(ports: PortPool, tmp: Path) -> Topology:
+    """qemu socket,listen= on the sink, socket,connect= on the sender, no relay."""
+    p = ports.take()
+    return Topology(sender=f"tcp:{LOOP}:{p}", sinks=[f"tcp-listen:{LOOP}:{p}"])
+
+
+def direct_unix(ports: PortPool, tmp: Path) -> Topology:
+    """qemu stream over a unix socket (server=on at the sink), no relay."""
+    path = tmp / "direct.sock"
+    return Topology(sender=f"unix:{path}", sinks=[f"unix-listen:{path}"])
+
+
+def udp_p2p(ports: PortPool, tmp: Path) -> Topology:
+    """Relay LPORT:IP:SPORT LPORT:IP:SPORT between two qemu-like UDP ends."""
+    g, s = _udp_pair(ports)
+    a, b = _udp_pair(ports)
+    return Topology(sender=f"udp:{g}:{LOOP}:{a}", sinks=[f"udp:{s}:{LOOP}:{b}"],
+                    relay_args=[f"{a}:{LOOP}:{g}", f"{b}:{LOOP}:{s}"], relay_udp=[a, b])
+
+
+def tcp_p2p(ports: PortPool, tmp: Path) -> Topology:
+    """Relay connects out to two qemu listen= ends (the usual way to glue two VMs)."""
+    p1, p2 = ports.take(), ports.take()
+    return Topology(sender=f"tcp-listen:{LOOP}:{p1}", sinks=[f"tcp-listen:{LOOP}:{p2}"],
+                    relay_args=[f"{LOOP}:{p1}", f"{LOOP}:{p2}"])
+
+
+def unix_p2p(ports: PortPool, tmp: Path) -> Topology:
+    """Relay connects out to two unix stream listeners (qemu stream server=on, passt-like)."""
+    a, b = tmp / "a.sock", tmp / "b.sock"
+    return Topology(sender=f"unix-listen:{a}", sinks=[f"unix-listen:{b}"],
+                    relay_args=[f"unix:{a}", f"unix:{b}"])
+
+
+def mixed(ports: PortPool, tmp: Path) -> Topology:
+    """UDP sender -> relay -> TCP listener: one VM on socket,udp=, the other on listen=."""
+    g, a = _udp_pair(ports)
+    p = ports.take()
+    return Topology(sender=f"udp:{g}:{LOOP}:{a}", sinks=[f"tcp-listen:{LOOP}:{p}"],
+                    relay_args=[f"{a}:{LOOP}:{g}", f"{LOOP}:{p}"], relay_udp=[a])
+
+
+def tcp_hub(n: int) -> Maker:
+    """Hub `-l PORT`; the sender and n-1 sinks connect as clients (qemu connect=)."""
+    def make(ports: PortPool, tmp: Path) -> Topology:
+        h = ports.take()
+        return Topology(sender=f"tcp:{LOOP}:{h}", sinks=[f"tcp:{LOOP}:{h}"] * (n - 1),
+                        relay_args=["-l", str(h)], relay_tcp=[h])
+    return make
+
+
+def udp_hub(n: int) -> Maker:
+    """Hub `-l PORT T1 .. Tn` with n UDP targets: one sender, n-1 sinks (qemu udp=)."""
+    def make(ports: PortPool, tmp: Path) -> Topology:
+        h = ports.take()
+        ends = [_udp_pair(ports) for _ in range(n)]  # (our port, relay port)
+        specs = [f"udp:{mine}:{LOOP}:{theirs}" for mine, theirs in ends]
+        return Topology(sender=specs[0], sinks=specs[1:],
+                        relay_args=["-l", str(h)] + [f"{theirs}:{LOOP}:{mine}" for mine, theirs in ends],
+                        relay_tcp=[h], relay_udp=[theirs for _, theirs in ends])
+    return make
+
+
+# Shapes a relay can be put in; netrelay has no unix sockets.
+SHAPES: dict[str, tuple[int, Maker]] = {
+    "udp-p2p": (1, udp_p2p),
+    "tcp-p2p": (1, tcp_p2p),
+    "unix-p2p": (1, unix_p2p),
+    "mixed": (1, mixed),
+    **{f"tcp-hub-{n}": (n - 1, tcp_hub(n)) for n in HUB_SIZES},
+    **{f"udp-hub-{n}": (n - 1, udp_hub(n)) for n in HUB_SIZES},
+}
+RELAY_SHAPES: dict[str, list[str]] = {
+    "fastrelay": list(SHAPES),
+    "naive": list(SHAPES),
+    "netrelay": [s for s in SHAPES if s != "unix-p2p"],
+}
+
+
+def all_scenarios() -> list[Scenario]:
+    """Every scenario name the runner knows, available or not, in table order."""
+    out = [Scenario("direct-udp", "direct", "udp", 1, direct_udp),
+           Scenario("direct-tcp", "direct", "tcp", 1, direct_tcp),
+           Scenario("direct-unix", "direct", "unix", 1, direct_unix)]
+    for shape in SHAPES:
+        for relay, shapes in RELAY_SHAPES.items():
+            if shape in shapes:
+                out.append(Scenario(f"{relay}-{shape}", relay, shape, SHAPES[shape][0],
+                                    SHAPES[shape][1]))
+    return out
+
+
+def select(patterns: list[str]) -> list[Scenario]:
+    """Scenarios matching any of the names or globs, in table order; unknown patterns fail."""
+    known = all_scenarios()
+    for pat in patterns:
+        if not any(fnmatch.fnmatchcase(s.name, pat) for s in known):
+            raise SystemExit(f"bench: no scenario matches {pat!r} (try --list)")
+    return [s for s in known if any(fnmatch.fnmatchcase(s.name, p) for p in patterns)]
+
+
+def relay_argv(relay: str, naive_exe: Path, lifetime: float) -> list[str]:
+    """The command that starts @relay; scenario arguments are appended to it."""
+    if relay == "fastrelay":
+        return [sys.executable, "-m", "fastrelay"]
+    if relay == "naive":
+        return [str(naive_exe), "-t", f"{lifetime:.0f}"]
+    if relay == "netrelay":
+        exe = shutil.which("netrelay")
+        assert exe is not None
+        return [exe]
+    raise ValueError(relay)
+
+
+def availability() -> dict[str, str | None]:
+    """Relay -> None if it can run here, else why not (the runner skips those rows)."""
+    # The compiled core and the `python -m fastrelay` entry point must both be there.
+    probe = ("import importlib.util, fastrelay._core\n"
+             "assert importlib.util.find_spec('fastrelay.__main__'), 'no fastrelay.__main__'")
+    res = subprocess.run([sys.executable, "-c", probe], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    why_fast = None
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["import failed"])[-1]
+        why_fast = f"fastrelay not runnable ({last})"
+    return {
+        "direct": None,
+        "naive": None,
+        "fastrelay": why_fast,
+        "netrelay": None if shutil.which("netrelay") else "no netrelay on PATH",
+    }
