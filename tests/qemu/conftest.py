@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from .guest import BuildError, GuestImage, ensure_image
-from .harness import Lab, relay_command
-
-# One pair of TCG guests saturates both cores: a host-wide lock keeps concurrent
-# pytest runs (or xdist workers) from booting guests at the same time.
-LOCK_PATH = Path(tempfile.gettempdir()) / "fastrelay-qemu.lock"
+from .harness import Lab, guest_lock, relay_command
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -82,8 +76,7 @@ def fastrelay_cli() -> None:
 @pytest.fixture
 def lab(request, guest_image: GuestImage, tmp_path: Path):
     """A Lab for one test; holds the host-wide guest lock; dumps logs if the test failed."""
-    with open(LOCK_PATH, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with guest_lock():
         with Lab(guest_image, tmp_path) as lab_:
             yield lab_
             rep = getattr(request.node, "rep_call", None)

@@ -8,6 +8,8 @@ manager: everything it started is killed on exit, whether the test passed or not
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import os
 import re
@@ -16,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterable
@@ -31,6 +34,19 @@ def relay_command() -> list[str]:
     command with the same CLI (e.g. ``netrelay``, to run the same tests against the C tool)."""
     env = os.environ.get("FASTRELAY_QEMU_RELAY")
     return shlex.split(env) if env else [sys.executable, "-m", "fastrelay"]
+
+# One pair of TCG guests saturates both cores: a host-wide lock keeps concurrent
+# pytest runs, xdist workers or iperf_run from booting guests at the same time.
+LOCK_PATH = Path(tempfile.gettempdir()) / "fastrelay-qemu.lock"
+
+
+@contextlib.contextmanager
+def guest_lock():
+    """Hold the host-wide guest lock for the duration of the block."""
+    with open(LOCK_PATH, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
 
 # Distinct MACs across one process: qemu gives every NIC the same default MAC.
 _mac_seq = itertools.count(1)
