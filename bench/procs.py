@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+TASKSET = shutil.which("taskset")
 
 
 class BenchError(RuntimeError):
@@ -33,14 +36,16 @@ class Proc:
         self.argv = argv
         self._out_path = workdir / f"{name}.out"
         self._err_path = workdir / f"{name}.err"
-        self._out: IO[bytes] = open(self._out_path, "wb")
-        self._err: IO[bytes] = open(self._err_path, "wb")
-        preexec: Callable[[], None] | None = None
+        # Files, not pipes, and open for the child's whole life: stop() closes them.
+        self._out: IO[bytes] = open(self._out_path, "wb")  # noqa: SIM115
+        self._err: IO[bytes] = open(self._err_path, "wb")  # noqa: SIM115
         if cpu is not None:
-            # Affinity set in the child before exec: same effect as taskset, no extra binary.
-            preexec = lambda: os.sched_setaffinity(0, {cpu})  # noqa: E731
+            # taskset execs the command: the PID we watch is the relay's own, and
+            # the affinity is in place before the program starts any thread.
+            argv = [TASKSET, "-c", str(cpu), *argv] if TASKSET else argv
+        self.argv = argv
         self.popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self._out,
-                                      stderr=self._err, cwd=cwd, preexec_fn=preexec)
+                                      stderr=self._err, cwd=cwd)
         self.pid = self.popen.pid
 
     def alive(self) -> bool:

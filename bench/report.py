@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
 from .runner import Row
 
@@ -40,11 +40,16 @@ def columns(baselines: list[str]) -> list[tuple[str, Callable[[Row], str]]]:
         ("p99 us", lambda r: _num(".1f")(r.p99_us)),
     ]
     for b in baselines:
-        cols.append((f"x {b}", lambda r, b=b: _ratio(r.ratios.get(f"fps_x_{b}"))))
+        cols.append((f"x {b}", _ratio_cell(f"fps_x_{b}")))
         if b != "direct":
-            cols.append((f"cpu x {b}", lambda r, b=b: _ratio(r.ratios.get(f"cpu_x_{b}"))))
+            cols.append((f"cpu x {b}", _ratio_cell(f"cpu_x_{b}")))
     cols.append(("note", _note))
     return cols
+
+
+def _ratio_cell(key: str) -> Callable[[Row], str]:
+    """A cell function showing ratio @key of a row."""
+    return lambda r: _ratio(r.ratios.get(key))
 
 
 def _ratio(v: float | None) -> str:

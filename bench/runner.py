@@ -7,7 +7,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +64,11 @@ class Row:
     skipped: str | None = None
 
 
-def _ready_when_listening(spec: str) -> Any:
+def _ready_when_listening(spec: str) -> Callable[[], bool]:
     """A check that is true once the listener named by @spec accepts connections."""
     if spec.startswith("tcp-listen:"):
-        port = int(spec.rsplit(":", 1)[1])
-        return lambda: tcp_listening(port)
-    path = spec.split(":", 1)[1]
-    return lambda: unix_listening(path)
+        return partial(tcp_listening, int(spec.rsplit(":", 1)[1]))
+    return partial(unix_listening, spec.split(":", 1)[1])
 
 
 def _is_listener(spec: str) -> bool:
@@ -99,10 +99,10 @@ class Runner:
         relay: Proc | None = None
 
         def start(name: str, argv: list[str], cpu: int | None, cwd: str | None = None) -> Proc:
-            if o.verbose:
-                print(f"  $ {' '.join(argv)}", file=sys.stderr)
             p = Proc(name, argv, work, cpu=cpu, cwd=cwd)
             procs.append(p)
+            if o.verbose:
+                print(f"  $ {' '.join(p.argv)}", file=sys.stderr)
             return p
 
         def start_sink(i: int) -> None:
@@ -143,10 +143,10 @@ class Runner:
                 argv = relay_argv(sc.relay, self.bins["naive"], duration + 120) + topo.relay_args
                 relay = start("relay", argv, o.relay_cpu if o.pin else None, cwd=str(REPO))
                 for port in topo.relay_tcp:
-                    wait_until(f"relay to listen on tcp {port}", lambda p=port: tcp_listening(p),
+                    wait_until(f"relay to listen on tcp {port}", partial(tcp_listening, port),
                                CONNECT_TIMEOUT, procs)
                 for port in topo.relay_udp:
-                    wait_until(f"relay to bind udp {port}", lambda p=port: udp_bound(p),
+                    wait_until(f"relay to bind udp {port}", partial(udp_bound, port),
                                CONNECT_TIMEOUT, procs)
             # 3. Ends that connect (or just bind UDP); the sender waits for "go" anyway.
             for i in range(len(topo.sinks)):

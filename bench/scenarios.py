@@ -6,9 +6,9 @@ import fnmatch
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .procs import PortPool
 
@@ -187,7 +187,7 @@ def availability() -> dict[str, str | None]:
     # The compiled core and the `python -m fastrelay` entry point must both be there.
     probe = ("import importlib.util, fastrelay._core\n"
              "assert importlib.util.find_spec('fastrelay.__main__'), 'no fastrelay.__main__'")
-    res = subprocess.run([sys.executable, "-c", probe], cwd=REPO,
+    res = subprocess.run([sys.executable, "-c", probe], cwd=REPO, check=False,
                          capture_output=True, text=True, timeout=60)
     why_fast = None
     if res.returncode != 0:
