@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="tiny run for CI: 0.3 s points, 64-byte frames, a few scenarios")
     ap.add_argument("--strict", action="store_true",
                     help="fail if fastrelay scenarios are skipped because it does not import")
+    ap.add_argument("--fastrelay-cmd", metavar="CMD",
+                    help="command run as fastrelay instead of `python -m fastrelay` "
+                         "(split like a shell would; scenario arguments are appended)")
     ap.add_argument("--list", action="store_true", help="list scenarios and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="show every command started")
     args = ap.parse_args(argv)
@@ -60,7 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Build, run the selected points, print the table. Exit 1 if any point failed."""
     args = parse_args(argv)
-    avail = availability()
+    fastrelay_cmd = shlex.split(args.fastrelay_cmd) if args.fastrelay_cmd else None
+    avail = availability(fastrelay_cmd)
     if args.list:
         for sc in all_scenarios():
             why = avail[sc.relay]
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
     opts = Options(sizes=sizes, seconds=args.seconds, latency_seconds=args.latency_seconds,
                    latency=not args.no_latency, pacing=args.pacing, pin=pin,
-                   relay_cpu=args.relay_cpu, tool_cpu=args.tool_cpu, verbose=args.verbose)
+                   relay_cpu=args.relay_cpu, tool_cpu=args.tool_cpu, verbose=args.verbose,
+                   fastrelay_cmd=fastrelay_cmd)
     runner = Runner(bins, opts)
     rows: list[Row] = []
     started = time.time()
@@ -116,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"started": started, "host": platform.node(), "cpus": cpu_count(),
                 "python": sys.version.split()[0], "seconds": opts.seconds,
                 "latency_seconds": opts.latency_seconds, "pacing": opts.pacing, "pin": pin,
-                "sizes": sizes, "kernel": platform.release()}
+                "sizes": sizes, "kernel": platform.release(),
+                "fastrelay_cmd": fastrelay_cmd or [sys.executable, "-m", "fastrelay"]}
         Path(args.json).write_text(to_json(rows, meta) + "\n")
     failed = [r for r in rows if r.error]
     strict_skips = [r for r in rows if args.strict and r.skipped and r.relay == "fastrelay"]

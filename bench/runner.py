@@ -34,6 +34,7 @@ class Options:
     settle: float = 0.2             # after all connected: let a relay register its clients
     idle: float = 0.5               # sink stops this long after the last frame
     verbose: bool = False
+    fastrelay_cmd: list[str] | None = None  # instead of `python -m fastrelay`
 
 
 @dataclass
@@ -140,7 +141,8 @@ class Runner:
                            CONNECT_TIMEOUT, procs)
             # 2. The relay; ready when its listeners and UDP ports are there (read from /proc).
             if topo.relay_args is not None:
-                argv = relay_argv(sc.relay, self.bins["naive"], duration + 120) + topo.relay_args
+                argv = relay_argv(sc.relay, self.bins["naive"], duration + 120,
+                                  o.fastrelay_cmd) + topo.relay_args
                 relay = start("relay", argv, o.relay_cpu if o.pin else None, cwd=str(REPO))
                 for port in topo.relay_tcp:
                     wait_until(f"relay to listen on tcp {port}", partial(tcp_listening, port),

@@ -169,10 +169,15 @@ def select(patterns: list[str]) -> list[Scenario]:
     return [s for s in known if any(fnmatch.fnmatchcase(s.name, p) for p in patterns)]
 
 
-def relay_argv(relay: str, naive_exe: Path, lifetime: float) -> list[str]:
-    """The command that starts @relay; scenario arguments are appended to it."""
+def relay_argv(relay: str, naive_exe: Path, lifetime: float,
+               fastrelay_cmd: list[str] | None = None) -> list[str]:
+    """The command that starts @relay; scenario arguments are appended to it.
+
+    @fastrelay_cmd replaces `python -m fastrelay` (another build, another
+    interpreter, or any netrelay-compatible command to test the wiring).
+    """
     if relay == "fastrelay":
-        return [sys.executable, "-m", "fastrelay"]
+        return list(fastrelay_cmd) if fastrelay_cmd else [sys.executable, "-m", "fastrelay"]
     if relay == "naive":
         return [str(naive_exe), "-t", f"{lifetime:.0f}"]
     if relay == "netrelay":
@@ -182,8 +187,13 @@ def relay_argv(relay: str, naive_exe: Path, lifetime: float) -> list[str]:
     raise ValueError(relay)
 
 
-def availability() -> dict[str, str | None]:
+def availability(fastrelay_cmd: list[str] | None = None) -> dict[str, str | None]:
     """Relay -> None if it can run here, else why not (the runner skips those rows)."""
+    if fastrelay_cmd:
+        found = shutil.which(fastrelay_cmd[0])
+        return {"direct": None, "naive": None,
+                "fastrelay": None if found else f"{fastrelay_cmd[0]} not found",
+                "netrelay": None if shutil.which("netrelay") else "no netrelay on PATH"}
     # The compiled core and the `python -m fastrelay` entry point must both be there.
     probe = ("import importlib.util, fastrelay._core\n"
              "assert importlib.util.find_spec('fastrelay.__main__'), 'no fastrelay.__main__'")

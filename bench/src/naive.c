@@ -62,7 +62,7 @@ struct hub {
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: naive [-v] [-t SECONDS] SRC DEST\n"
+		"usage: naive [-v] [-t SECONDS] [udp] SRC DEST\n"
 		"       naive [-v] [-t SECONDS] -l [HOST:]PORT [TARGET...]\n"
 		"  TARGET: LPORT:IP:SPORT (UDP) | IP:PORT | [IPV6]:PORT (TCP) | unix:PATH\n"
 		"  -t ends the process after SECONDS (default 3600): bench runs are bounded\n");
@@ -392,6 +392,9 @@ int main(int argc, char **argv)
 		default: usage();
 		}
 	}
+	/* `naive udp A B`: an optional mode word, accepted and ignored (targets say it). */
+	if (optind < argc && !strcmp(argv[optind], "udp"))
+		optind++;
 	n = argc - optind;
 	if ((!listen_arg && n != 2) || n > 64)
 		usage();
