@@ -48,7 +48,8 @@ def build(verbose: bool = False) -> dict[str, Path]:
     for name, files in PROGRAMS.items():
         exe = BUILD / name
         sources = [SRC / f for f in files]
-        cmd = [CC, *CFLAGS, "-o", str(exe) + ".tmp", *map(str, sources)]
+        tmp = f"{exe}.{os.getpid()}.tmp"   # per process: two runs may build at once
+        cmd = [CC, *CFLAGS, "-o", tmp, *map(str, sources)]
         stamp = " ".join([CC, *CFLAGS])
         if _stale(exe, sources, stamp):
             if verbose:
@@ -60,7 +61,7 @@ def build(verbose: bool = False) -> dict[str, Path]:
             if res.stderr and verbose:
                 print(res.stderr, file=sys.stderr, end="")
             # Rename into place so a concurrent run never sees half a binary.
-            os.replace(str(exe) + ".tmp", exe)
+            os.replace(tmp, exe)
             exe.with_suffix(".flags").write_text(stamp)
         out[name] = exe
     return out
