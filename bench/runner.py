@@ -177,12 +177,18 @@ class Runner:
                     assert s is not None
                     s.stop()    # the reflector prints its count on SIGTERM
             else:
-                deadline = time.monotonic() + o.idle + 15
+                # Sinks end o.idle after their last frame; this only has to cover
+                # a relay still draining its backlog, then SIGTERM takes what came.
+                deadline = time.monotonic() + o.idle + 5 + duration
                 for s in sinks:
                     assert s is not None
                     s.wait(max(0.1, deadline - time.monotonic()))
             cpu1 = relay.cpu_seconds() if relay else None
             wall = time.monotonic() - t0
+            # A point-to-point relay may leave when a side closes (netrelay does);
+            # a hub must outlive its clients.
+            if relay is not None and topo.relay_tcp and not relay.alive():
+                raise BenchError(f"relay exited during the run: {relay.stderr_tail()}")
             results = []
             for s in sinks:
                 assert s is not None
@@ -246,7 +252,9 @@ class Runner:
             row.relay_cpu_s = cpu
             row.relay_cpu_pct = 100.0 * cpu / busy if busy > 0 else None
             row.relay_ns_per_frame = cpu * 1e9 / taken_in if taken_in else None
-        if not row.sent:
+        if sender.get("errors"):
+            row.error = f"sender: {sender['errors']} send errors (path stalled or closed)"
+        elif not row.sent:
             row.error = "sender sent nothing"
         elif not taken_in:
             row.error = "nothing delivered"
