@@ -68,17 +68,19 @@ def fastrelay_cli() -> None:
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
     )
     if r.returncode != 0:
-        pytest.skip(f"python -m fastrelay is not usable yet: {(r.stderr or r.stdout).strip()[-300:]}")
+        pytest.skip(
+            f"python -m fastrelay is not usable yet: {(r.stderr or r.stdout).strip()[-300:]}"
+        )
 
 
 @pytest.fixture
 def lab(request, guest_image: GuestImage, tmp_path: Path):
     """A Lab for one test; holds the host-wide guest lock; dumps logs if the test failed."""
-    with guest_lock():
-        with Lab(guest_image, tmp_path) as lab_:
-            yield lab_
-            rep = getattr(request.node, "rep_call", None)
-            if rep is not None and rep.failed:
-                print(lab_.diagnostics())
+    with guest_lock(), Lab(guest_image, tmp_path) as lab_:
+        yield lab_
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            print(lab_.diagnostics())

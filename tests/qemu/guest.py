@@ -103,7 +103,7 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:
 
 def _dpkg_installed(pkg: str) -> bool:
     r = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Status}", pkg], text=True, capture_output=True
+        ["dpkg-query", "-W", "-f=${Status}", pkg], text=True, capture_output=True, check=False
     )
     return r.returncode == 0 and "install ok installed" in r.stdout
 
@@ -129,11 +129,11 @@ def ensure_host_packages(log=print) -> None:
     log(f"installing {' '.join(missing)}")
     cmd = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    r = subprocess.run(cmd, text=True, capture_output=True, env=env)
+    r = subprocess.run(cmd, text=True, capture_output=True, env=env, check=False)
     if r.returncode != 0:
         # Usually an empty or stale package list on a fresh machine.
         _apt_update()
-        r = subprocess.run(cmd, text=True, capture_output=True, env=env)
+        r = subprocess.run(cmd, text=True, capture_output=True, env=env, check=False)
     if r.returncode != 0:
         raise BuildError(f"apt-get install {missing} failed: {r.stderr.strip()[-500:]}")
 
@@ -141,7 +141,9 @@ def ensure_host_packages(log=print) -> None:
 def _apt_depends(meta: str) -> str:
     """The versioned kernel package behind a meta package, e.g. linux-image-6.1.0-56-cloud-amd64."""
     for attempt in range(2):
-        r = subprocess.run(["apt-cache", "depends", meta], text=True, capture_output=True)
+        r = subprocess.run(
+            ["apt-cache", "depends", meta], text=True, capture_output=True, check=False
+        )
         m = re.search(r"Depends:\s*(linux-image-\S+)", r.stdout)
         if r.returncode == 0 and m:
             return m.group(1)
@@ -152,7 +154,7 @@ def _apt_depends(meta: str) -> str:
 
 def _apt_version(pkg: str) -> str:
     r = _run(["apt-cache", "show", "--no-all-versions", pkg])
-    m = re.search(r"^Version:\s*(\S+)", r.stdout, re.M)
+    m = re.search(r"^Version:\s*(\S+)", r.stdout, re.MULTILINE)
     if not m:
         raise BuildError(f"no version for {pkg}")
     return m.group(1)
@@ -224,8 +226,7 @@ def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     def put(name: str, mode: int, data: bytes, ino: int) -> None:
         nb = name.encode() + b"\0"
         hdr = "070701" + "".join(
-            f"{v:08X}"
-            for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0)
+            f"{v:08X}" for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0)
         )
         buf.write(hdr.encode() + nb)
         buf.write(b"\0" * (-(110 + len(nb)) % 4))
@@ -332,9 +333,7 @@ def _build(flavour: str, kpkg: str, dest: Path, log) -> None:
 
 
 def _load(flavour: str, d: Path) -> GuestImage:
-    info = dict(
-        line.split("=", 1) for line in (d / "info").read_text().splitlines() if "=" in line
-    )
+    info = dict(line.split("=", 1) for line in (d / "info").read_text().splitlines() if "=" in line)
     return GuestImage(
         flavour=flavour,
         kernel=d / "vmlinuz",
@@ -365,11 +364,17 @@ def ensure_image(flavour: str = "cloud", log=print) -> GuestImage:
             shutil.rmtree(dest, ignore_errors=True)
             tmp_dest.rename(dest)
             log(f"built {dest}")
+            # Older builds of this flavour (other versions or init scripts) are dead weight.
+            for old in root.glob(f"{flavour}-*"):
+                if old != dest:
+                    shutil.rmtree(old, ignore_errors=True)
     return _load(flavour, dest)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.qemu.guest", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m tests.qemu.guest", description=__doc__.split("\n")[0]
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build (or find in the cache) a guest image")
     b.add_argument("--flavour", choices=sorted(FLAVOURS), action="append")

@@ -20,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import Self
 
 from .guest import GuestImage
 
@@ -34,6 +35,7 @@ def relay_command() -> list[str]:
     command with the same CLI (e.g. ``netrelay``, to run the same tests against the C tool)."""
     env = os.environ.get("FASTRELAY_QEMU_RELAY")
     return shlex.split(env) if env else [sys.executable, "-m", "fastrelay"]
+
 
 # One pair of TCG guests saturates both cores: a host-wide lock keeps concurrent
 # pytest runs, xdist workers or iperf_run from booting guests at the same time.
@@ -156,23 +158,32 @@ class Guest:
         )
         self.argv = [
             QEMU,
-            "-accel", "tcg",
+            "-accel",
+            "tcg",
             "-nodefaults",
-            "-display", "none",
+            "-display",
+            "none",
             "-no-reboot",
-            "-m", "256M",
-            "-kernel", str(image.kernel),
-            "-initrd", str(image.initrd),
-            "-append", append,
-            "-serial", f"file:{self.log}",
-            "-netdev", f"{netdev},id=n0",
+            "-m",
+            "256M",
+            "-kernel",
+            str(image.kernel),
+            "-initrd",
+            str(image.initrd),
+            "-append",
+            append,
+            "-serial",
+            f"file:{self.log}",
+            "-netdev",
+            f"{netdev},id=n0",
             # romfile= : no PXE option ROM to load, the guest boots from -kernel anyway.
-            "-device", f"{nic},netdev=n0,mac={self.mac},romfile=",
+            "-device",
+            f"{nic},netdev=n0,mac={self.mac},romfile=",
         ]
         self.proc: subprocess.Popen | None = None
         self._results_seen = 0
 
-    def start(self) -> "Guest":
+    def start(self) -> Guest:
         self.log.write_text("")
         with open(self.qemu_log, "w") as out:
             self.proc = subprocess.Popen(
@@ -196,7 +207,7 @@ class Guest:
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
         """Wait for a regex on the serial console; fail early if qemu exits first."""
-        rx = re.compile(pattern, re.M)
+        rx = re.compile(pattern, re.MULTILINE)
         deadline = time.monotonic() + timeout
         while True:
             m = rx.search(self.text())
@@ -251,7 +262,7 @@ class Relay:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self) -> "Relay":
+    def start(self) -> Relay:
         self.starts += 1
         with open(self.log, "a") as out:
             out.write(f"--- start {self.starts}: fastrelay {' '.join(self.args)}\n")
@@ -323,7 +334,7 @@ class Lab:
         self.relays: list[Relay] = []
         self._ip_seq = itertools.count(1)
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -411,7 +422,9 @@ def expect_clean_pings(pinger: Guest, peers: list[Guest], count: int, timeout: f
         got = [r for r in results if r["peer"] == peer.ip]
         assert got, f"no ping result for {peer.name} ({peer.ip})\n{pinger.tail()}"
         r = got[0]
-        assert reach.get(peer.ip, {}).get("ok") == "1", f"{peer.name} never answered\n{pinger.tail()}"
+        assert reach.get(peer.ip, {}).get("ok") == "1", (
+            f"{peer.name} never answered\n{pinger.tail()}"
+        )
         assert (r["sent"], r["received"], r["loss"]) == (str(count), str(count), "0"), (
             f"{pinger.name} -> {peer.name}: {r}\n{pinger.tail()}"
         )

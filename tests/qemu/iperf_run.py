@@ -93,7 +93,9 @@ def run_mode(mode: str, seconds: int, mtu: int, workdir: Path) -> dict[str, obje
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.qemu.iperf_run", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m tests.qemu.iperf_run", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--time", type=int, default=10, help="iperf3 seconds per mode (default 10)")
     ap.add_argument("--mtu", type=int, default=1500, help="guest MTU (default 1500)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma list from {','.join(MODES)}")
@@ -120,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             cpu = r.get("relay_cpu_s", "-")
             per = r.get("relay_cpu_s_per_gb", "-")
-            print(f"{mode:<15} {r['gbit_per_s']:>7.3f} {r['retransmits']:>6} {cpu!s:>11} {per!s:>9}", flush=True)
+            print(
+                f"{mode:<15} {r['gbit_per_s']:>7.3f} {r['retransmits']:>6} {cpu!s:>11} {per!s:>9}",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0 if all("error" not in r for r in results) else 1

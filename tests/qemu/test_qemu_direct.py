@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from .harness import (
-    port_listening,
     expect_clean_pings,
     free_port,
     nd_socket_connect,
     nd_socket_listen,
     nd_socket_udp,
     ping_env,
+    port_listening,
     wait_until,
 )
 

@@ -117,7 +117,9 @@ def test_relay_mixed_hub_udp_and_tcp_guests(lab):
     relay.wait_listening(ra, "udp")
     b = lab.guest("b", nd_socket_connect(port), env=SERVE)
     c = lab.guest("c", nd_socket_connect(port), env=SERVE)
-    a = lab.guest("a", nd_socket_udp(send_port=ra, local_port=ga), env=ping_env([b, c], count=COUNT))
+    a = lab.guest(
+        "a", nd_socket_udp(send_port=ra, local_port=ga), env=ping_env([b, c], count=COUNT)
+    )
     expect_clean_pings(a, [b, c], COUNT, timeout=60)
 
 
@@ -150,6 +152,8 @@ def test_relay_tcp_hub_e1000(lab, guest_image_e1000):
     relay.wait_listening(port)
     img = guest_image_e1000
     b = lab.guest("b", nd_socket_connect(port), image=img, nic="e1000", env=SERVE)
-    a = lab.guest("a", nd_socket_connect(port), image=img, nic="e1000", env=ping_env([b], count=COUNT))
+    a = lab.guest(
+        "a", nd_socket_connect(port), image=img, nic="e1000", env=ping_env([b], count=COUNT)
+    )
     a.wait_for(r"FR-UP .*driver=e1000", 40)
     expect_clean_pings(a, [b], COUNT)

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("fastrelay_cli")]
 
 COUNT = 3
 # Rounds keep coming until the harness has what it needs and kills the guest.
-PING = dict(count=COUNT, rounds=60, gap=0.3)
+PING = {"count": COUNT, "rounds": 60, "gap": 0.3}
 SERVE = {"fr_action": "serve"}
 
 
