@@ -392,6 +392,11 @@ def nd_stream_inet(port: int, host: str = "127.0.0.1") -> str:
     return f"stream,server=off,addr.type=inet,addr.host={host},addr.port={port}"
 
 
+def nd_stream_inet_server(port: int, host: str = "127.0.0.1") -> str:
+    """qemu listens (one client at a time) and the relay connects to it."""
+    return f"stream,server=on,addr.type=inet,addr.host={host},addr.port={port}"
+
+
 def nd_stream_unix(path: Path) -> str:
     return f"stream,server=off,addr.type=unix,addr.path={path}"
 

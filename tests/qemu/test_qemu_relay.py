@@ -13,6 +13,7 @@ from .harness import (
     nd_socket_listen,
     nd_socket_udp,
     nd_stream_inet,
+    nd_stream_inet_server,
     nd_stream_unix,
     ping_env,
     port_listening,
@@ -72,6 +73,18 @@ def test_relay_hub_stream_inet(lab):
     relay.wait_listening(port)
     b = lab.guest("b", nd_stream_inet(port), env=SERVE)
     a = lab.guest("a", nd_stream_inet(port), env=ping_env([b], count=COUNT))
+    expect_clean_pings(a, [b], COUNT)
+
+
+def test_relay_hub_ipv6_listener_and_client_target(lab):
+    # netrelay fails IPv6 client targets; qemu's stream accepts ::1 (socket/dgram do not).
+    # Guest b listens on [::1]:P2 and the hub connects to it; guest a joins the hub over ::1.
+    port, p2 = free_port(), free_port()
+    b = lab.guest("b", nd_stream_inet_server(p2, host="::1"), env=SERVE)
+    wait_until(lambda: port_listening(p2, "tcp"), 15, "qemu stream server on ::1", b.tail)
+    relay = lab.relay("-l", port, f"[::1]:{p2}")
+    relay.wait_listening(port)
+    a = lab.guest("a", nd_stream_inet(port, host="::1"), env=ping_env([b], count=COUNT))
     expect_clean_pings(a, [b], COUNT)
 
 
