@@ -144,11 +144,14 @@ class Guest:
         ip: str,
         nic: str = "virtio-net-pci",
         env: dict[str, object] | None = None,
+        mac: str | None = None,
     ) -> None:
         self.name = name
         self.ip = ip.split("/")[0]
+        self.ip_cidr = ip
         n = next(_mac_seq) + (os.getpid() & 0xFF) * 256
-        self.mac = f"52:54:00:{(n >> 16) & 0xFF:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
+        # A replacement guest passes its predecessor's MAC so the peers' ARP entries stay valid.
+        self.mac = mac or f"52:54:00:{(n >> 16) & 0xFF:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
         self.log = workdir / f"{name}.serial.log"
         self.qemu_log = workdir / f"{name}.qemu.log"
         words = {"fr_ip": ip, "fr_timeout": 120, **(env or {})}

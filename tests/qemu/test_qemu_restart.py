@@ -10,6 +10,8 @@ What qemu 7.2 does (net/socket.c, net/stream.c), and what these tests pin down:
 - UDP (``socket,udp=`` / ``dgram``) has no connection: a restarted relay just carries on.
 
 So the way to survive relay restarts with qemu 7.2 is to make the guests the listeners.
+The converse, a guest restarting behind a running relay, needs the relay to connect again:
+``--reconnect`` does that for TCP client targets (test_guest_restart_with_reconnect).
 """
 
 from __future__ import annotations
@@ -126,3 +128,27 @@ def test_relay_restart(lab, mode, recovers):
         assert all(r["received"] == "0" for r in after), (
             f"{mode}: expected qemu to stay disconnected, got {summary}\n{lab.diagnostics()}"
         )
+
+
+def test_guest_restart_with_reconnect(lab):
+    # A hub with --reconnect connects out to guest b (socket,listen=); guest a joins the hub.
+    # b is killed and a new qemu takes its place (same port, IP and MAC): the hub must
+    # connect to the newcomer by itself and a's pings must come through again.
+    port, pb = free_port(), free_port()
+    b = lab.guest("b", nd_socket_listen(pb), env=SERVE)
+    wait_until(lambda: port_listening(pb, "tcp"), 15, "qemu listen=", b.tail)
+    relay = lab.relay("--reconnect", "-l", port, f"127.0.0.1:{pb}")
+    relay.wait_listening(port)
+    a = lab.guest("a", nd_socket_connect(port), env=ping_env([b], **PING))
+    first = a.wait_results(1, 45)[0]
+    assert clean(first), f"no clean ping before the guest restart: {first}\n{lab.diagnostics()}"
+
+    b.kill()
+    b2 = lab.guest("b2", nd_socket_listen(pb), ip=b.ip_cidr, mac=b.mac, env=SERVE)
+    b2.wait_for("^FR-UP", 30)
+    wait_until(lambda: tcp_established(pb) > 0, 30, "the hub to reconnect to b2", lab.diagnostics)
+    assert relay.alive(), f"the hub exited when its target went away\n{relay.tail()}"
+    n0 = len(a.results())
+    after = a.wait_results(n0 + 3, 60)[n0 + 1 : n0 + 3]
+    summary = [f"{r['received']}/{r['sent']}" for r in after]
+    assert clean(after[-1]), f"no pings through the reconnected hub: {summary}\n{lab.diagnostics()}"
