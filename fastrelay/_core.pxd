@@ -1,0 +1,13 @@
+# Declarations of the compiled data plane, one include per part (uvloop's layout).
+from libc.stdint cimport uint32_t, uint64_t
+from fastrelay.includes.system cimport *
+
+include "dataplane/consts.pxi"
+include "dataplane/batch.pxd"
+include "dataplane/backlog.pxd"
+include "dataplane/reassembler.pxd"
+include "dataplane/port.pxd"
+include "dataplane/hub.pxd"
+include "dataplane/dgram.pxd"
+include "dataplane/stream.pxd"
+include "dataplane/stdio.pxd"

@@ -1,0 +1,28 @@
+# The compiled data plane: hub, ports and framing; never imports the control plane.
+import os
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_SetFromErrno
+from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
+from libc.string cimport memcpy, memmove, memset
+
+include "dataplane/util.pxi"
+include "dataplane/errors.pyx"
+include "dataplane/sockaddr.pyx"
+include "dataplane/backlog.pyx"
+include "dataplane/reassembler.pyx"
+include "dataplane/port.pyx"
+include "dataplane/hub.pyx"
+include "dataplane/dgram.pyx"
+include "dataplane/stream.pyx"
+include "dataplane/stdio.pyx"
+
+FRAME_MIN_LEN = FRAME_MIN
+FRAME_MAX_LEN = FRAME_MAX
+DGRAM_MAX_LEN = DGRAM_MAX
+QUEUE_DEFAULT_BYTES = QUEUE_DEFAULT
+
+__all__ = (
+    "Hub", "Port", "StreamPort", "DatagramPort", "StdioPort", "FrameReassembler",
+    "FrameError", "FRAME_MIN_LEN", "FRAME_MAX_LEN", "DGRAM_MAX_LEN", "QUEUE_DEFAULT_BYTES",
+)

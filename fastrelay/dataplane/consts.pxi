@@ -1,0 +1,30 @@
+# Limits and batch sizes of the data plane: every number the hot path depends on lives here.
+
+cdef enum:
+    # qemu's stream framing: a 4-byte big-endian length before every frame.
+    HDR_LEN = 4
+    # Shorter than an Ethernet header is never a frame.
+    FRAME_MIN = 14
+    # qemu's receive buffer (NET_BUFSIZE = 4096 + 65536): a longer length makes qemu drop
+    # the connection, so no stream peer of ours may send or be sent more.
+    FRAME_MAX = 69632
+    # Largest payload one datagram (UDP or unix) or one tap read can carry here.
+    DGRAM_MAX = 65536
+    # One datagram slot: the length header we write ourselves, then the frame.
+    DGRAM_SLOT = HDR_LEN + DGRAM_MAX
+    # Datagrams per recvmmsg()/sendmmsg() call.
+    DGRAM_BATCH = 64
+    # Bytes asked of one stream recv(); at 64-byte frames that is ~3,800 frames per wake-up.
+    STREAM_READ = 262144
+    # The stream receive buffer: room for one read after a partial frame is carried over.
+    STREAM_BUF = STREAM_READ + HDR_LEN + FRAME_MAX
+    # Reads of one port per readiness event, so one busy port cannot starve the others.
+    READS_PER_EVENT = 4
+    # Frames one hand-over to the hub can describe (a full STREAM_READ of minimum frames).
+    BATCH_MAX = STREAM_READ // (HDR_LEN + FRAME_MIN) + 1
+    # iovecs per sendmsg()/writev() (the kernel's UIO_MAXIOV).
+    IOV_MAX = 1024
+    # Ready events handled per Hub.poll().
+    EVENTS_MAX = 64
+    # Default bound of one port's backlog (queue depth) in bytes.
+    QUEUE_DEFAULT = 4194304

@@ -1,0 +1,20 @@
+# Hub: the switchboard; every frame one port reads goes to every other port.
+
+cdef class Hub:
+    cdef:
+        int epfd                 # owned epoll fd; the control plane's loop watches it
+        list live                # attached ports, replaced (never mutated) on change
+        list closing             # ports closed during the current poll(), kept alive to its end
+        list paused              # ports whose reading is suspended for back-pressure
+        object on_close          # control plane callback(port, reason)
+        FrameBatch batch         # scratch batch shared by all readers (one at a time)
+        char **batch_rec         # owned storage behind batch
+        uint32_t *batch_len      # owned storage behind batch
+        epoll_event *events      # owned storage for epoll_wait
+
+    cdef FrameBatch *new_batch(self)
+    cdef int forward(self, Port src, FrameBatch *batch) except -1
+    cdef bint should_read(self, Port src)
+    cdef int want_write(self, Port port, bint on) except -1
+    cdef int resume_readers(self) except -1
+    cdef int update_events(self, Port port) except -1

@@ -1,0 +1,197 @@
+# Hub: the switchboard; every frame one port reads goes to every other port.
+
+cdef class Hub:
+    """Fan-out of frames between ports, driven by one epoll set.
+
+    The control plane watches `fileno()` with its event loop and calls `poll()` when it is
+    readable: Python runs once per wake-up, everything per frame happens in C. A frame
+    read from one port is offered to every other attached port, never back to its source.
+    Each port either sends it at once or queues it in its bounded backlog; a full backlog
+    drops whole frames for that port only. When every other port is congested, the source
+    is not read at all (its kernel buffer pushes back on the sender), so a point-to-point
+    link or a hub of equally fast peers loses nothing, while one slow peer loses only its
+    own frames.
+    """
+
+    def __cinit__(self, on_close=None):
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            PyErr_SetFromErrno(OSError)
+        self.live = []
+        self.closing = []
+        self.paused = []
+        self.on_close = on_close
+        self.batch_rec = <char **>PyMem_RawMalloc(BATCH_MAX * sizeof(char *))
+        self.batch_len = <uint32_t *>PyMem_RawMalloc(BATCH_MAX * sizeof(uint32_t))
+        self.events = <epoll_event *>PyMem_RawMalloc(EVENTS_MAX * sizeof(epoll_event))
+        if self.batch_rec == NULL or self.batch_len == NULL or self.events == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.epfd >= 0:
+            close(self.epfd)
+        PyMem_RawFree(self.batch_rec)
+        PyMem_RawFree(self.batch_len)
+        PyMem_RawFree(self.events)
+
+    def fileno(self):
+        return self.epfd
+
+    @property
+    def ports(self):
+        """The attached ports (a copy)."""
+        return list(self.live)
+
+    def add(self, Port port):
+        """Attach a port: from now on it receives every other port's frames."""
+        cdef epoll_event ev
+        if port.fd < 0:
+            raise ValueError(f"{port.name}: port is closed")
+        if port.hub is not None:
+            raise ValueError(f"{port.name}: port is already attached")
+        ev.events = EPOLLIN
+        ev.data.ptr = <void *>port
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, port.fd, &ev) < 0:
+            PyErr_SetFromErrno(OSError)
+        if port.wfd != port.fd:
+            ev.events = 0
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, port.wfd, &ev) < 0:
+                epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.fd, NULL)
+                PyErr_SetFromErrno(OSError)
+        port.armed = EPOLLIN
+        port.hub = self
+        self.live = self.live + [port]
+        # A new peer may relieve congestion: let paused readers look again.
+        self.resume_readers()
+
+    def remove(self, Port port, reason=None):
+        """Detach and close a port; on_close(port, reason) is called when reason is given."""
+        if port.hub is not self:
+            return
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.fd, NULL)
+        if port.wfd != port.fd:
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.wfd, NULL)
+        self.live = [p for p in self.live if p is not port]
+        if port in self.paused:
+            self.paused.remove(port)
+        port.hub = None
+        # epoll may still hold an event naming this port in the current poll(): keep the
+        # object alive until poll() returns (events carry a borrowed pointer).
+        self.closing.append(port)
+        if port.owns_fd:
+            if port.wfd != port.fd:
+                close(port.wfd)
+            close(port.fd)
+        port.fd = port.wfd = -1
+        self.resume_readers()
+        if reason is not None and self.on_close is not None:
+            self.on_close(port, reason)
+
+    def close(self):
+        """Detach and close every port (no callbacks)."""
+        for port in list(self.live):
+            self.remove(port)
+        self.closing = []
+
+    def poll(self):
+        """Handle every ready port once; call when fileno() is readable. Returns events handled."""
+        cdef int n, i
+        cdef uint32_t ev
+        cdef Port port
+        n = epoll_wait(self.epfd, self.events, EVENTS_MAX, 0)
+        if n < 0:
+            if errno == EINTR:
+                return 0
+            PyErr_SetFromErrno(OSError)
+        try:
+            for i in range(n):
+                port = <Port>self.events[i].data.ptr
+                ev = self.events[i].events
+                if port.fd < 0:
+                    continue
+                if ev & EPOLLOUT:
+                    port.on_writable()
+                    if port.fd < 0:
+                        continue
+                if ev & (EPOLLERR | EPOLLHUP):
+                    # Reported even while paused: read now, the read meets the error.
+                    port.on_readable()
+                elif ev & EPOLLIN and port.armed & EPOLLIN and self.should_read(port):
+                    port.on_readable()
+        finally:
+            if self.closing:
+                self.closing = []
+        return n
+
+    cdef FrameBatch *new_batch(self):
+        """The shared scratch batch, emptied (only one port reads at a time)."""
+        self.batch.rec = self.batch_rec
+        self.batch.length = self.batch_len
+        self.batch.count = 0
+        self.batch.nbytes = 0
+        return &self.batch
+
+    cdef bint should_read(self, Port src):
+        """False (and src paused) when every other port is congested."""
+        cdef Port p
+        cdef bint someone = False
+        for p in self.live:
+            if p is not src:
+                if not p.congested():
+                    return True
+                someone = True
+        if not someone:
+            return True  # alone: read and discard, so the peer's socket never clogs
+        src.paused = True
+        self.paused.append(src)
+        src.armed &= ~EPOLLIN
+        self.update_events(src)
+        return False
+
+    cdef int forward(self, Port src, FrameBatch *batch) except -1:
+        """Offer batch to every port but src; the batch memory is src's until we return."""
+        cdef Port p
+        src.rx_frames += batch.count
+        src.rx_bytes += batch.nbytes
+        for p in self.live:
+            if p is not src and p.fd >= 0:
+                p.deliver(batch)
+        return 0
+
+    cdef int want_write(self, Port port, bint on) except -1:
+        """Watch (or stop watching) a port for writability."""
+        cdef epoll_event ev
+        if port.fd < 0 or port.write_armed == on:
+            return 0
+        port.write_armed = on
+        if port.wfd == port.fd:
+            return self.update_events(port)
+        ev.events = EPOLLOUT if on else 0
+        ev.data.ptr = <void *>port
+        if epoll_ctl(self.epfd, EPOLL_CTL_MOD, port.wfd, &ev) < 0:
+            PyErr_SetFromErrno(OSError)
+        return 0
+
+    cdef int update_events(self, Port port) except -1:
+        cdef epoll_event ev
+        ev.events = port.armed
+        if port.write_armed and port.wfd == port.fd:
+            ev.events |= EPOLLOUT
+        ev.data.ptr = <void *>port
+        if epoll_ctl(self.epfd, EPOLL_CTL_MOD, port.fd, &ev) < 0:
+            PyErr_SetFromErrno(OSError)
+        return 0
+
+    cdef int resume_readers(self) except -1:
+        """Let back-pressured ports read again; they pause again if still pointless."""
+        cdef Port p
+        if not self.paused:
+            return 0
+        paused = self.paused
+        self.paused = []
+        for p in paused:
+            p.paused = False
+            if p.fd >= 0:
+                p.armed |= EPOLLIN
+                self.update_events(p)
+        return 0

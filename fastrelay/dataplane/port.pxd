@@ -1,0 +1,29 @@
+# Port: one attachment of the hub (a socket, a tap or stdio) with its counters and backlog.
+from libc.stdint cimport uint32_t, uint64_t
+
+cdef class Hub
+
+cdef class Port:
+    cdef:
+        readonly int fd          # read side, watched by the hub's epoll; -1 once closed
+        readonly int wfd         # write side; == fd except for stdio
+        readonly str name        # what and where, for log lines ("tcp 127.0.0.1:5000")
+        Hub hub                  # the hub this port is attached to, or None
+        Backlog backlog          # what could not be sent at once
+        uint32_t armed           # epoll events currently registered for fd
+        bint write_armed         # EPOLLOUT registered (on wfd)
+        bint paused              # reading suspended: every other port is congested
+        bint owns_fd             # close fd/wfd when the port closes
+        # Counters, read by the control plane once per second at most.
+        readonly uint64_t rx_frames, rx_bytes, tx_frames, tx_bytes
+        readonly uint64_t drop_queue    # frames refused because this port's backlog was full
+        readonly uint64_t drop_invalid  # frames received malformed (runt, oversized, truncated)
+        readonly uint64_t drop_send     # frames the kernel refused to send (EMSGSIZE, ...)
+
+    cdef int on_readable(self) except -1
+    cdef int on_writable(self) except -1
+    cdef int deliver(self, FrameBatch *batch) except -1
+    cdef int queue_from(self, FrameBatch *batch, Py_ssize_t i) except -1
+    cdef int after_flush(self) except -1
+    cdef inline bint congested(self)
+    cdef int fail(self, str reason) except -1

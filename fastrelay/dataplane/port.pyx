@@ -1,0 +1,99 @@
+# Port: one attachment of the hub (a socket, a tap or stdio) with its counters and backlog.
+
+cdef class Port:
+    """Base of every endpoint the data plane drives.
+
+    Lifecycle, the same for every subclass: built by the control plane around a
+    non-blocking fd it hands over (the port closes it), attached with Hub.add(), driven by
+    the hub's epoll (on_readable/on_writable), and closed by Hub.remove() or by fail(),
+    which also tells the control plane why through the hub's on_close callback. A closed
+    port has fd == -1 and never becomes usable again; the control plane makes a new one.
+
+    Subclasses implement on_readable() (read a batch, then hub.forward()), deliver()
+    (send a batch now, queue the rest in the backlog within its bound) and on_writable()
+    (send from the backlog).
+    """
+
+    def __cinit__(self, int fd, str name, *args, Py_ssize_t queue_bytes=QUEUE_DEFAULT,
+                  bint owns_fd=True, **kwargs):
+        if fd < 0:
+            raise ValueError("fd must be an open descriptor")
+        if queue_bytes < 0:
+            raise ValueError("queue_bytes must be >= 0")
+        self.fd = fd
+        self.wfd = fd
+        self.name = name
+        self.hub = None
+        self.backlog = Backlog(queue_bytes)
+        self.owns_fd = owns_fd
+
+    def __dealloc__(self):
+        if self.owns_fd:
+            if self.wfd >= 0 and self.wfd != self.fd:
+                close(self.wfd)
+            if self.fd >= 0:
+                close(self.fd)
+
+    def __repr__(self):
+        state = "closed" if self.fd < 0 else f"fd={self.fd}"
+        return f"<{type(self).__name__} {self.name} {state}>"
+
+    @property
+    def closed(self):
+        return self.fd < 0
+
+    @property
+    def queued_bytes(self):
+        return len(self.backlog)
+
+    def stats(self):
+        """The counters as a dict (for the control plane's reports)."""
+        return {
+            "rx_frames": self.rx_frames, "rx_bytes": self.rx_bytes,
+            "tx_frames": self.tx_frames, "tx_bytes": self.tx_bytes,
+            "drop_queue": self.drop_queue, "drop_invalid": self.drop_invalid,
+            "drop_send": self.drop_send, "queued_bytes": len(self.backlog),
+        }
+
+    cdef int on_readable(self) except -1:
+        raise NotImplementedError
+
+    cdef int on_writable(self) except -1:
+        raise NotImplementedError
+
+    cdef int deliver(self, FrameBatch *batch) except -1:
+        raise NotImplementedError
+
+    cdef int queue_from(self, FrameBatch *batch, Py_ssize_t i) except -1:
+        """Queue whole records i.. of batch; refuse (count) those past the bound.
+
+        Queued frames count as sent (tx): they leave in order unless the port fails.
+        """
+        while i < batch.count:
+            if not self.backlog.push(batch.rec[i], HDR_LEN + batch.length[i], False):
+                self.drop_queue += batch.count - i
+                break
+            self.tx_frames += 1
+            self.tx_bytes += batch.length[i]
+            i += 1
+        if len(self.backlog) and not self.write_armed and self.hub is not None:
+            self.hub.want_write(self, True)
+        return 0
+
+    cdef int after_flush(self) except -1:
+        """Called when on_writable() made progress: stop watching, let paused peers read."""
+        if not len(self.backlog) and self.write_armed and self.hub is not None:
+            self.hub.want_write(self, False)
+        if self.hub is not None and len(self.backlog) <= self.backlog.limit // 4:
+            self.hub.resume_readers()
+        return 0
+
+    cdef inline bint congested(self):
+        """More than half the queue depth is waiting: reading more for it only drops."""
+        return len(self.backlog) * 2 > self.backlog.limit
+
+    cdef int fail(self, str reason) except -1:
+        """Close this port because of reason (one line: why) and report it."""
+        if self.hub is not None:
+            self.hub.remove(self, reason)
+        return 0

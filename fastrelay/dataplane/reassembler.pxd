@@ -1,0 +1,16 @@
+# FrameReassembler: turns a qemu length-prefixed byte stream back into frames.
+from libc.stdint cimport uint32_t
+
+cdef class FrameReassembler:
+    cdef:
+        char *buf            # owned; STREAM_BUF bytes; received stream bytes
+        Py_ssize_t start     # first byte not yet handed on (a record header, or a partial one)
+        Py_ssize_t end       # end of received bytes
+        Py_ssize_t scanned   # end of the complete records already put in a batch
+        uint32_t max_frame   # longest frame accepted (<= FRAME_MAX)
+        readonly uint32_t bad_length  # the offending length after scan() returned -1
+
+    cdef inline char *write_ptr(self)
+    cdef inline Py_ssize_t write_room(self)
+    cdef int scan(self, FrameBatch *batch) except -2
+    cdef void consume(self)

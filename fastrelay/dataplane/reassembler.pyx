@@ -1,0 +1,111 @@
+# FrameReassembler: turns a qemu length-prefixed byte stream back into frames.
+
+cdef class FrameReassembler:
+    """Reassembly of the qemu stream framing (4-byte big-endian length, then the frame).
+
+    The owning port reads straight into `write_ptr()`; `scan()` validates every complete
+    record and describes them in a FrameBatch as pointers into this buffer (no copy); after
+    the hub has forwarded them, `consume()` forgets them. A record cut anywhere, even inside
+    its header, stays at the end of the buffer and is completed by the next read; it is
+    moved to the front (the only copy) when too little room is left behind it.
+    """
+
+    def __cinit__(self, uint32_t max_frame=FRAME_MAX):
+        if max_frame < FRAME_MIN or max_frame > FRAME_MAX:
+            raise ValueError(f"max_frame must be within {FRAME_MIN}..{FRAME_MAX}")
+        self.buf = <char *>PyMem_RawMalloc(STREAM_BUF)
+        if self.buf == NULL:
+            raise MemoryError()
+        self.start = self.end = self.scanned = 0
+        self.max_frame = max_frame
+        self.bad_length = 0
+
+    def __dealloc__(self):
+        PyMem_RawFree(self.buf)
+        self.buf = NULL
+
+    cdef inline char *write_ptr(self):
+        return self.buf + self.end
+
+    cdef inline Py_ssize_t write_room(self):
+        return STREAM_BUF - self.end
+
+    cdef int scan(self, FrameBatch *batch) except -2:
+        """Append complete records to batch until it is full.
+
+        Returns 1 when the batch filled up before the data ran out (call again after
+        forwarding), 0 when every complete record was taken, -1 on a length outside
+        FRAME_MIN..max_frame (the stream cannot be trusted past it; see bad_length).
+        """
+        cdef Py_ssize_t pos = self.scanned
+        cdef uint32_t length
+        while self.end - pos >= HDR_LEN:
+            if batch.count == BATCH_MAX:
+                self.scanned = pos
+                return 1
+            length = load_be32(self.buf + pos)
+            if length < FRAME_MIN or length > self.max_frame:
+                self.scanned = pos
+                self.bad_length = length
+                return -1
+            if self.end - pos - HDR_LEN < length:
+                break
+            batch.rec[batch.count] = self.buf + pos
+            batch.length[batch.count] = length
+            batch.count += 1
+            batch.nbytes += length
+            pos += HDR_LEN + length
+        self.scanned = pos
+        return 0
+
+    cdef void consume(self):
+        """Forget the records scan() handed out; keep a partial one, moving it if needed."""
+        cdef Py_ssize_t rest
+        self.start = self.scanned
+        if self.start == self.end:
+            self.start = self.end = self.scanned = 0
+        elif STREAM_BUF - self.end < STREAM_READ // 4:
+            rest = self.end - self.start
+            memmove(self.buf, self.buf + self.start, rest)
+            self.start = self.scanned = 0
+            self.end = rest
+
+    @property
+    def pending(self):
+        """Bytes of an incomplete record held back."""
+        return self.end - self.start
+
+    def feed_data(self, data):
+        """Feed stream bytes (any buffer); return the frames completed by them as bytes.
+
+        For tests and tools: the relay itself reads into the buffer without this copy.
+        Raises FrameError on a bad length; the reassembler is unusable afterwards.
+        """
+        cdef const unsigned char[::1] view = memoryview(data).cast("B")
+        cdef Py_ssize_t off = 0, n, total = view.shape[0]
+        cdef FrameBatch batch
+        cdef char *recs[BATCH_MAX]
+        cdef uint32_t lens[BATCH_MAX]
+        cdef int status
+        frames = []
+        while True:
+            n = min(total - off, self.write_room())
+            if n > 0:
+                memcpy(self.write_ptr(), &view[off], n)
+                self.end += n
+                off += n
+            status = 1
+            while status == 1:
+                batch.rec = recs
+                batch.length = lens
+                batch.count = 0
+                batch.nbytes = 0
+                status = self.scan(&batch)
+                for i in range(batch.count):
+                    frames.append(PyBytes_FromStringAndSize(recs[i] + HDR_LEN, lens[i]))
+                if status < 0:
+                    raise FrameError(f"bad frame length {self.bad_length} "
+                                     f"(allowed {FRAME_MIN}..{self.max_frame})")
+            self.consume()
+            if off == total:
+                return frames

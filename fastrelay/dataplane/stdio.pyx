@@ -1,0 +1,83 @@
+# StdioPort: netrelay's `-` target; raw frames on stdin/stdout, for tests and pipelines.
+
+cdef class StdioPort(Port):
+    """Reads one frame per read() from `fd` and writes frames unframed to `wfd`, as netrelay.
+
+    There is no framing on stdio (netrelay has none either): it suits a pipe between two
+    programs that each write whole frames. The backlog here holds raw frame bytes, not
+    records. End of input closes the port (netrelay spun a core on it in hub mode).
+    """
+
+    def __cinit__(self, int fd, str name, *args, int wfd=-1, **kwargs):
+        if wfd >= 0:
+            self.wfd = wfd
+        self.slot = <char *>PyMem_RawMalloc(DGRAM_SLOT)
+        if self.slot == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_RawFree(self.slot)
+
+    cdef int on_readable(self) except -1:
+        cdef ssize_t n
+        cdef FrameBatch *batch
+        n = read(self.fd, self.slot + HDR_LEN, DGRAM_MAX)
+        if n == 0:
+            return self.fail("end of input")
+        if n < 0:
+            if errno == EAGAIN or errno == EINTR:
+                return 0
+            return self.fail(errno_text(errno))
+        if n < FRAME_MIN:
+            self.drop_invalid += 1
+            return 0
+        store_be32(self.slot, n)
+        batch = self.hub.new_batch()
+        batch.rec[0] = self.slot
+        batch.length[0] = n
+        batch.count = 1
+        batch.nbytes = n
+        return self.hub.forward(self, batch)
+
+    cdef int deliver(self, FrameBatch *batch) except -1:
+        cdef Py_ssize_t i
+        cdef ssize_t r = 0
+        cdef uint32_t length
+        cdef char *frame
+        for i in range(batch.count):
+            frame = batch.rec[i] + HDR_LEN
+            length = batch.length[i]
+            if not len(self.backlog):
+                r = write(self.wfd, frame, length)
+                if r < 0:
+                    if errno != EAGAIN and errno != EINTR:
+                        return self.fail(errno_text(errno))
+                    r = 0
+                if r == length:
+                    self.tx_frames += 1
+                    self.tx_bytes += length
+                    continue
+                # The rest of a frame begun is always written.
+                self.backlog.push(frame + r, length - r, r > 0)
+            elif not self.backlog.push(frame, length, False):
+                self.drop_queue += 1
+                continue
+            self.tx_frames += 1
+            self.tx_bytes += length
+        if len(self.backlog) and not self.write_armed:
+            self.hub.want_write(self, True)
+        return 0
+
+    cdef int on_writable(self) except -1:
+        cdef Backlog q = self.backlog
+        cdef ssize_t r
+        while q.tail > q.head:
+            r = write(self.wfd, q.data + q.head, q.tail - q.head)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                if errno == EAGAIN:
+                    break
+                return self.fail(errno_text(errno))
+            q.advance(r)
+        return self.after_flush()
