@@ -64,8 +64,8 @@ cdef class Hub:
         # A new peer may relieve congestion: let paused readers look again.
         self.resume_readers()
 
-    def remove(self, Port port, reason=None):
-        """Detach and close a port; on_close(port, reason) is called when reason is given."""
+    def remove(self, Port port, reason=None, bint fault=True):
+        """Detach and close a port; on_close(port, reason, fault) is called when reason is given."""
         if port.hub is not self:
             return
         epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.fd, NULL)
@@ -85,7 +85,7 @@ cdef class Hub:
         port.fd = port.wfd = -1
         self.resume_readers()
         if reason is not None and self.on_close is not None:
-            self.on_close(port, reason)
+            self.on_close(port, reason, fault)
 
     def close(self):
         """Detach and close every port (no callbacks)."""

@@ -26,4 +26,4 @@ cdef class Port:
     cdef int queue_from(self, FrameBatch *batch, Py_ssize_t i) except -1
     cdef int after_flush(self) except -1
     cdef inline bint congested(self)
-    cdef int fail(self, str reason) except -1
+    cdef int fail(self, str reason, bint fault=*) except -1

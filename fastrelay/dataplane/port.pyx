@@ -92,8 +92,11 @@ cdef class Port:
         """More than half the queue depth is waiting: reading more for it only drops."""
         return len(self.backlog) * 2 > self.backlog.limit
 
-    cdef int fail(self, str reason) except -1:
-        """Close this port because of reason (one line: why) and report it."""
+    cdef int fail(self, str reason, bint fault=True) except -1:
+        """Close this port because of reason (one line: why) and report it.
+
+        fault is False for an orderly end (the peer closed, input ended).
+        """
         if self.hub is not None:
-            self.hub.remove(self, reason)
+            self.hub.remove(self, reason, fault)
         return 0

@@ -23,7 +23,7 @@ cdef class StdioPort(Port):
         cdef FrameBatch *batch
         n = read(self.fd, self.slot + HDR_LEN, DGRAM_MAX)
         if n == 0:
-            return self.fail("end of input")
+            return self.fail("end of input", False)
         if n < 0:
             if errno == EAGAIN or errno == EINTR:
                 return 0

@@ -34,7 +34,7 @@ cdef class StreamPort(Port):
                 if self.rx.end > self.rx.start:
                     return self.fail(f"peer closed in the middle of a frame "
                                      f"({self.rx.end - self.rx.start} bytes held back)")
-                return self.fail("closed by peer")
+                return self.fail("closed by peer", False)
             if n < 0:
                 if errno == EAGAIN or errno == EINTR:
                     return 0

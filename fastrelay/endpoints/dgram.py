@@ -1,0 +1,105 @@
+"""Datagram endpoints (UDP and unix datagrams): one bound socket, one peer address."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+from typing import TYPE_CHECKING
+
+from .. import defaults
+from .._core import DatagramPort
+from ..errors import StartError
+from ..targets import UDPTarget, UnixDgramTarget
+from .base import Endpoint
+
+if TYPE_CHECKING:
+    from ..relay import Relay
+
+__all__ = ["DatagramEndpoint"]
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, defaults.DGRAM_SOCKET_BUFFER)
+        except OSError:
+            pass  # capped by net.core.[rw]mem_max: the smaller buffer still works
+
+
+class DatagramEndpoint(Endpoint):
+    """`LPORT:HOST:SPORT` (qemu socket udp= / dgram inet) or `unixgram:LOCAL[:REMOTE]`.
+
+    The socket is bound to the local port or path and receives from any source, as qemu
+    does; frames go to the fixed peer (or, for unixgram without REMOTE, to the last sender).
+    A datagram port never ends by itself: an absent peer only costs dropped frames.
+    """
+
+    target: UDPTarget | UnixDgramTarget
+
+    def __init__(self, target: UDPTarget | UnixDgramTarget, relay: Relay) -> None:
+        super().__init__(target, relay)
+        self.bound_path: str | None = None
+
+    async def start(self) -> None:
+        target = self.target
+        if isinstance(target, UDPTarget):
+            sock, family, peer = await self._open_udp(target)
+        else:
+            sock, family, peer = self._open_unix(target), socket.AF_UNIX, target.remote
+        _grow_buffers(sock)
+        sock.setblocking(False)
+        fd = sock.detach()
+        try:
+            port = DatagramPort(fd, str(self), family=family, peer=peer,
+                                learn_peer=peer is None, **self.relay.options.port_kwargs)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.relay.attach(port, self)
+
+    async def _open_udp(self, target: UDPTarget) -> tuple[socket.socket, int, object]:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(target.host, target.sport, type=socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            raise StartError(str(self), f"cannot resolve {target.host!r}: "
+                                        f"{exc.strerror}") from None
+        family, _, _, _, peer = infos[0]
+        bind = self.relay.options.bind or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((bind, target.lport))
+        except OSError as exc:
+            sock.close()
+            raise StartError(str(self), f"cannot bind UDP port {target.lport}: "
+                                        f"{exc.strerror or exc}") from None
+        return sock, family, peer
+
+    def _open_unix(self, target: UnixDgramTarget) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        local = target.local
+        if not local.startswith("\0"):
+            try:
+                if stat.S_ISSOCK(os.stat(local).st_mode):
+                    os.unlink(local)  # a stale socket of an earlier run
+            except FileNotFoundError:
+                pass
+        try:
+            sock.bind(local)
+        except OSError as exc:
+            sock.close()
+            raise StartError(str(self), f"cannot bind {local!r}: {exc.strerror or exc}") from None
+        if not local.startswith("\0"):
+            self.bound_path = local
+        return sock
+
+    def close(self) -> None:
+        super().close()
+        if self.bound_path is not None:
+            try:
+                os.unlink(self.bound_path)
+            except OSError:
+                pass
+            self.bound_path = None

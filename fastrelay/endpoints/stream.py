@@ -1,0 +1,256 @@
+"""Stream endpoints (TCP and unix): clients that connect out, listeners that accept."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+from typing import TYPE_CHECKING
+
+from .._core import StreamPort
+from ..backoff import Backoff
+from ..errors import StartError
+from ..targets import TCPListenTarget, TCPTarget, UnixListenTarget, UnixTarget
+from .base import Endpoint, log
+
+if TYPE_CHECKING:
+    from .._core import Port
+    from ..relay import Relay
+
+__all__ = ["StreamClientEndpoint", "StreamListenerEndpoint"]
+
+
+def _show_path(path: str) -> str:
+    return "@" + path[1:] if path.startswith("\0") else path
+
+
+def _peer_text(addr: object) -> str:
+    """An accepted peer's address as text (unix clients are usually unnamed)."""
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return _show_path(addr) if isinstance(addr, str) and addr else "(unnamed)"
+
+
+def _oserror_text(exc: OSError) -> str:
+    """The errno text (uvloop's connect errors put the address where strerror goes)."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def _tune(sock: socket.socket) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        # Frames are latency-sensitive and we already write in large batches.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class StreamClientEndpoint(Endpoint):
+    """Connects out (`HOST:PORT`, `unix:PATH`); with reconnect on, keeps doing so."""
+
+    target: TCPTarget | UnixTarget
+
+    def __init__(self, target: TCPTarget | UnixTarget, relay: Relay) -> None:
+        super().__init__(target, relay)
+        self.backoff = Backoff(**relay.options.backoff)
+        self.reconnects = 0
+        self._retry: asyncio.Task[None] | None = None
+
+    def __str__(self) -> str:
+        if isinstance(self.target, UnixTarget):
+            return f"unix {_show_path(self.target.path)}"
+        return str(self.target)
+
+    async def _addresses(self) -> list[tuple[int, object]]:
+        if isinstance(self.target, UnixTarget):
+            return [(socket.AF_UNIX, self.target.path)]
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self.target.host, self.target.port,
+                                           type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise StartError(str(self), f"cannot resolve {self.target.host!r}: "
+                                        f"{exc.strerror}") from None
+        return [(family, addr) for family, _, _, _, addr in infos]
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        last: OSError | None = None
+        for family, addr in await self._addresses():
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await asyncio.wait_for(loop.sock_connect(sock, addr), self.relay.options.connect_timeout)
+            except (OSError, asyncio.TimeoutError) as exc:
+                sock.close()
+                last = exc if isinstance(exc, OSError) else TimeoutError("connection timed out")
+                continue
+            _tune(sock)
+            name = str(self)
+            self.relay.attach(StreamPort(sock.detach(), name, **self.relay.options.port_kwargs),
+                              self)
+            self.backoff.reset()
+            return
+        reason = _oserror_text(last) if last else "no address"
+        raise StartError(str(self), f"cannot connect: {reason}")
+
+    async def start(self) -> None:
+        try:
+            await self._connect()
+        except StartError as exc:
+            if not self.relay.options.reconnect:
+                raise
+            log.warning("%s; retrying", exc)
+            self._schedule()
+
+    def port_closed(self, port: Port, reason: str, fault: bool) -> None:
+        if self.relay.options.reconnect and not self.closed:
+            self._schedule()
+        else:
+            self.relay.endpoint_ended(self, reason)
+
+    def _schedule(self) -> None:
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.get_running_loop().create_task(self._retry_loop())
+
+    async def _retry_loop(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(self.backoff.next_delay())
+            if self.closed:
+                return
+            try:
+                await self._connect()
+            except StartError as exc:
+                log.info("%s; retrying", exc)
+                continue
+            self.reconnects += 1
+            log.info("%s: reconnected", self)
+            return
+
+    def close(self) -> None:
+        super().close()
+        if self._retry is not None:
+            self._retry.cancel()
+
+
+class StreamListenerEndpoint(Endpoint):
+    """Accepts stream clients (`listen:`, `unix-listen:`, `-l`); each client is a port.
+
+    In a hub every client joins. In point-to-point mode one client is served at a time
+    (the others wait in the kernel's backlog), like qemu's own `listen=`.
+    """
+
+    target: TCPListenTarget | UnixListenTarget
+
+    def __init__(self, target: TCPListenTarget | UnixListenTarget, relay: Relay) -> None:
+        super().__init__(target, relay)
+        self.sock: socket.socket | None = None
+        self.clients = 0
+        self.accepting = False
+        self.kind = "unix" if isinstance(target, UnixListenTarget) else "tcp"
+
+    def __str__(self) -> str:
+        if isinstance(self.target, UnixListenTarget):
+            return f"unix listener {_show_path(self.target.path)}"
+        return str(self.target)
+
+    def _bind(self) -> socket.socket:
+        target = self.target
+        if isinstance(target, UnixListenTarget):
+            path = target.path
+            if not path.startswith("\0"):
+                try:
+                    if stat.S_ISSOCK(os.stat(path).st_mode):
+                        os.unlink(path)  # a stale socket of an earlier run
+                except FileNotFoundError:
+                    pass
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(path)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        host = target.host if target.host is not None else self.relay.options.bind
+        if host is None:
+            # netrelay's hub: one dual-stack socket on every address.
+            try:
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            except OSError:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                addr: tuple[str, int] = ("0.0.0.0", target.port)
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                addr = ("::", target.port)
+            infos = [(sock, addr)]
+        else:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            infos = [(socket.socket(family, socket.SOCK_STREAM), (host, target.port))]
+        sock, addr = infos[0]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    async def start(self) -> None:
+        try:
+            sock = self._bind()
+            sock.listen(64)
+        except OSError as exc:
+            raise StartError(str(self), f"cannot listen: {exc.strerror or exc}") from None
+        sock.setblocking(False)
+        self.sock = sock
+        self._resume()
+
+    def _resume(self) -> None:
+        if self.sock is not None and not self.accepting and not self.closed:
+            asyncio.get_running_loop().add_reader(self.sock.fileno(), self._accept)
+            self.accepting = True
+
+    def _pause(self) -> None:
+        if self.sock is not None and self.accepting:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.accepting = False
+
+    def _accept(self) -> None:
+        assert self.sock is not None
+        while True:
+            if self.relay.point_to_point and self.clients:
+                self._pause()
+                return
+            try:
+                conn, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE and friends: say so, keep listening.
+                log.warning("%s: accept failed: %s", self, exc.strerror or exc)
+                return
+            conn.setblocking(False)
+            _tune(conn)
+            name = f"{self.kind} client {_peer_text(addr)}"
+            self.clients += 1
+            self.relay.attach(StreamPort(conn.detach(), name, **self.relay.options.port_kwargs),
+                              self)
+
+    def port_closed(self, port: Port, reason: str, fault: bool) -> None:
+        self.clients -= 1
+        if self.relay.point_to_point:
+            if self.relay.options.reconnect:
+                self._resume()
+            else:
+                self.relay.endpoint_ended(self, reason)
+
+    def close(self) -> None:
+        super().close()
+        self._pause()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            if isinstance(self.target, UnixListenTarget) and not self.target.path.startswith("\0"):
+                try:
+                    os.unlink(self.target.path)
+                except OSError:
+                    pass

@@ -1,0 +1,254 @@
+"""Target syntax: turns netrelay-style endpoint arguments into typed target descriptions.
+
+Every accepted form is parsed here and nowhere else; `TARGET_HELP` documents them all.
+Parsing checks syntax only: names are resolved and sockets opened by the endpoints.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Union
+
+from .errors import TargetError
+
+__all__ = [
+    "Target", "StdioTarget", "UDPTarget", "TCPTarget", "TCPListenTarget", "UnixTarget",
+    "UnixListenTarget", "UnixDgramTarget", "BridgeTarget", "TapTarget", "parse_target",
+    "parse_listen", "TARGET_HELP",
+]
+
+
+@dataclass(frozen=True)
+class StdioTarget:
+    """`-`: raw frames on stdin/stdout."""
+
+    def __str__(self) -> str:
+        return "-"
+
+
+@dataclass(frozen=True)
+class UDPTarget:
+    """`LPORT:HOST:SPORT`: bind LPORT, send to HOST:SPORT, accept from any source."""
+
+    lport: int
+    host: str
+    sport: int
+
+    def __str__(self) -> str:
+        return f"udp {_hostport(self.host, self.sport)} (local port {self.lport})"
+
+
+@dataclass(frozen=True)
+class TCPTarget:
+    """`HOST:PORT`: connect out with qemu's stream framing."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"tcp {_hostport(self.host, self.port)}"
+
+
+@dataclass(frozen=True)
+class TCPListenTarget:
+    """`listen:[HOST:]PORT`: accept stream clients (qemu socket,connect= / stream)."""
+
+    host: str | None
+    port: int
+
+    def __str__(self) -> str:
+        return f"tcp listener {_hostport(self.host or '*', self.port)}"
+
+
+@dataclass(frozen=True)
+class UnixTarget:
+    """`unix:PATH`: connect to a unix stream socket (qemu stream server, passt)."""
+
+    path: str
+
+    def __str__(self) -> str:
+        return f"unix {self.path}"
+
+
+@dataclass(frozen=True)
+class UnixListenTarget:
+    """`unix-listen:PATH`: accept unix stream clients (qemu stream with server=off)."""
+
+    path: str
+
+    def __str__(self) -> str:
+        return f"unix listener {self.path}"
+
+
+@dataclass(frozen=True)
+class UnixDgramTarget:
+    """`unixgram:LOCAL[:REMOTE]`: unix datagrams; without REMOTE, reply to the last sender."""
+
+    local: str
+    remote: str | None
+
+    def __str__(self) -> str:
+        return f"unixgram {self.local} -> {self.remote or '(last sender)'}"
+
+
+@dataclass(frozen=True)
+class BridgeTarget:
+    """A bare interface name: a new tap enslaved to that bridge."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"bridge {self.name}"
+
+
+@dataclass(frozen=True)
+class TapTarget:
+    """`tap:NAME`: an existing (e.g. persistent, user-owned) tap device."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"tap {self.name}"
+
+
+Target = Union[StdioTarget, UDPTarget, TCPTarget, TCPListenTarget, UnixTarget,
+               UnixListenTarget, UnixDgramTarget, BridgeTarget, TapTarget]
+
+TARGET_HELP = """\
+targets:
+  -                      stdio: one read is one frame, frames written unframed
+  LPORT:HOST:SPORT       UDP: bind LPORT, send to HOST:SPORT, accept any source;
+  :HOST:SPORT, LPORT:HOST:
+                         one port omitted = the same as the other (as netrelay's manual says)
+                           qemu -netdev socket,id=n0,udp=127.0.0.1:LPORT,localaddr=127.0.0.1:SPORT
+                           qemu -netdev dgram,id=n0,local.type=inet,local.host=127.0.0.1,
+                                local.port=SPORT,remote.type=inet,remote.host=127.0.0.1,remote.port=LPORT
+  HOST:PORT              TCP client, 4-byte big-endian length before each frame
+                           qemu -netdev socket,id=n0,listen=127.0.0.1:PORT
+                           qemu -netdev stream,id=n0,server=on,addr.type=inet,addr.host=127.0.0.1,addr.port=PORT
+  [V6ADDR]:PORT, LPORT:[V6ADDR]:SPORT
+                         IPv6 forms; HOST may also be a host name
+  listen:[HOST:]PORT     TCP listener; each client joins (one at a time in point-to-point mode)
+                           qemu -netdev socket,id=n0,connect=127.0.0.1:PORT
+                           qemu -netdev stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=PORT
+  unix:PATH              unix stream client (same framing)
+                           qemu -netdev stream,id=n0,server=on,addr.type=unix,addr.path=PATH
+  unix-listen:PATH       unix stream listener
+                           qemu -netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH
+  unixgram:LOCAL:REMOTE  unix datagrams: bind LOCAL, send to REMOTE (without :REMOTE, to the
+                         last sender)
+                           qemu -netdev dgram,id=n0,local.type=unix,local.path=REMOTE,
+                                remote.type=unix,remote.path=LOCAL
+  tap:NAME               an existing tap device (a persistent tap owned by you needs no root)
+  BRIDGE                 a bridge name: a new tap is created and enslaved to it (needs root)
+  A PATH starting with @ names an abstract unix socket."""
+
+_PORT = re.compile(r"[0-9]{1,5}\Z")
+# Linux interface names: 1-15 bytes, no '/', ':', or white space; not "." or "..".
+_IFNAME = re.compile(r"[^/:\s]{1,15}\Z")
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _port(arg: str, text: str, what: str) -> int:
+    if not _PORT.match(text) or not 1 <= int(text) <= 65535:
+        raise TargetError(arg, f"{what} {text!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def _split(arg: str) -> list[str]:
+    """Split on ':' outside of [brackets]; brackets are removed from the parts."""
+    parts: list[str] = []
+    rest = arg
+    while True:
+        if rest.startswith("["):
+            close = rest.find("]")
+            if close < 0:
+                raise TargetError(arg, "'[' without ']'")
+            host = rest[1:close]
+            if not host:
+                raise TargetError(arg, "empty IPv6 address in []")
+            parts.append(host)
+            rest = rest[close + 1:]
+            if not rest:
+                return parts
+            if rest[0] != ":":
+                raise TargetError(arg, "expected ':' after ']'")
+            rest = rest[1:]
+            continue
+        head, sep, rest = rest.partition(":")
+        if "[" in head or "]" in head:
+            raise TargetError(arg, "misplaced '[' or ']'")
+        parts.append(head)
+        if not sep:
+            return parts
+
+
+def _host(arg: str, host: str) -> str:
+    if not host:
+        raise TargetError(arg, "missing host")
+    return host
+
+
+def _path(arg: str, path: str) -> str:
+    if not path:
+        raise TargetError(arg, "missing socket path")
+    # '@name' is the usual spelling of an abstract socket; the kernel wants a NUL.
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
+def parse_listen(arg: str) -> TCPListenTarget | UnixListenTarget:
+    """Parse the value of -l: PORT, HOST:PORT, [V6]:PORT or unix:PATH."""
+    if arg.startswith("unix:"):
+        return UnixListenTarget(_path(arg, arg[5:]))
+    parts = _split(arg)
+    if len(parts) == 1:
+        return TCPListenTarget(None, _port(arg, parts[0], "listening port"))
+    if len(parts) == 2:
+        return TCPListenTarget(_host(arg, parts[0]), _port(arg, parts[1], "listening port"))
+    raise TargetError(arg, "expected PORT, HOST:PORT, [IPV6]:PORT or unix:PATH")
+
+
+def parse_target(arg: str) -> Target:
+    """Parse one target argument; raise TargetError naming it and the reason."""
+    if arg == "-":
+        return StdioTarget()
+    if not arg:
+        raise TargetError(arg, "empty target")
+    scheme, sep, rest = arg.partition(":")
+    if sep:
+        if scheme == "unix":
+            return UnixTarget(_path(arg, rest))
+        if scheme == "unix-listen":
+            return UnixListenTarget(_path(arg, rest))
+        if scheme == "unixgram":
+            local, sep2, remote = rest.partition(":")
+            return UnixDgramTarget(_path(arg, local), _path(arg, remote) if sep2 else None)
+        if scheme == "listen":
+            return parse_listen(rest)
+        if scheme == "tap":
+            if not _IFNAME.match(rest) or rest in (".", ".."):
+                raise TargetError(arg, "not a valid interface name")
+            return TapTarget(rest)
+    parts = _split(arg)
+    if len(parts) == 1:
+        name = parts[0]
+        if _PORT.match(name):
+            raise TargetError(arg, "a bare port is not a target (use -l PORT for a hub, "
+                                   "or LPORT:HOST:SPORT / HOST:PORT)")
+        if not _IFNAME.match(name) or name in (".", ".."):
+            raise TargetError(arg, "not an address and not a valid interface name")
+        return BridgeTarget(name)
+    if len(parts) == 2:
+        return TCPTarget(_host(arg, parts[0]), _port(arg, parts[1], "port"))
+    if len(parts) == 3:
+        lport_s, host, sport_s = parts
+        if not lport_s and not sport_s:
+            raise TargetError(arg, "UDP needs a listening port, a sending port, or both")
+        lport = _port(arg, lport_s or sport_s, "listening port")
+        sport = _port(arg, sport_s or lport_s, "sending port")
+        return UDPTarget(lport, _host(arg, host), sport)
+    raise TargetError(arg, "too many ':' (write IPv6 addresses in [brackets])")
