@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-latency", action="store_true", help="skip the ping-pong phase")
     ap.add_argument("--pacing", choices=["bulk", "qemu"], default="bulk",
                     help="bulk: batched sends at full speed; qemu: one send syscall per frame")
+    ap.add_argument("--rate", type=float, default=0.0, metavar="FPS",
+                    help="cap the sender at FPS frames/s (loss-free UDP comparisons)")
     ap.add_argument("--pin", action="store_true",
                     help="relay on CPU --relay-cpu, generator and sinks on --tool-cpu")
     ap.add_argument("--relay-cpu", type=int, default=1)
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     opts = Options(sizes=sizes, seconds=args.seconds, latency_seconds=args.latency_seconds,
-                   latency=not args.no_latency, pacing=args.pacing, pin=pin,
+                   latency=not args.no_latency, pacing=args.pacing, rate=args.rate, pin=pin,
                    relay_cpu=args.relay_cpu, tool_cpu=args.tool_cpu, verbose=args.verbose,
                    fastrelay_cmd=fastrelay_cmd)
     runner = Runner(bins, opts)
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         meta = {"started": started, "host": platform.node(), "cpus": cpu_count(),
                 "python": sys.version.split()[0], "seconds": opts.seconds,
-                "latency_seconds": opts.latency_seconds, "pacing": opts.pacing, "pin": pin,
+                "latency_seconds": opts.latency_seconds, "pacing": opts.pacing,
+                "rate": opts.rate, "pin": pin,
                 "sizes": sizes, "kernel": platform.release(),
                 "fastrelay_cmd": fastrelay_cmd or [sys.executable, "-m", "fastrelay"]}
         Path(args.json).write_text(to_json(rows, meta) + "\n")

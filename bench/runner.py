@@ -28,6 +28,7 @@ class Options:
     latency_seconds: float = 1.0    # ping-pong time per latency point
     latency: bool = True
     pacing: str = "bulk"
+    rate: float = 0.0               # sender frames/s cap, 0 for flat out
     pin: bool = False               # relay on RELAY_CPU, endpoints on TOOL_CPU
     relay_cpu: int = 1
     tool_cpu: int = 0
@@ -125,7 +126,10 @@ class Runner:
                         "-s", str(size), "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}", topo.sender]
             else:
                 argv = [str(self.bins["loadgen"]), "-g", "-t", f"{duration:g}", "-s", str(size),
-                        "-p", o.pacing, "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}", topo.sender]
+                        "-p", o.pacing, "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}"]
+                if o.rate:
+                    argv += ["-r", f"{o.rate:g}"]
+                argv.append(topo.sender)
             return start("gen", argv, tool_cpu)
 
         try:
