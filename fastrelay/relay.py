@@ -117,10 +117,14 @@ class Relay:
             endpoint.close()
         self.hub.close()
 
-    async def run(self) -> int:
-        """Start, run until the exit policy or a signal says so, clean up; exit status."""
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Start, run until the exit policy or a signal says so, clean up; exit status.
+
+        handle_signals is False when the loop is not in the main thread (embedding, tests).
+        """
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
+        for sig in signals:
             loop.add_signal_handler(sig, self.stop, 0)
         reporter = None
         try:
@@ -131,7 +135,7 @@ class Relay:
         finally:
             if reporter is not None:
                 reporter.cancel()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in signals:
                 loop.remove_signal_handler(sig)
             self.close()
 

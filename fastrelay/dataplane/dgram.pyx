@@ -59,6 +59,8 @@ cdef class DatagramPort(Port):
         cdef FrameBatch *batch
         cdef char *slot
         for reads in range(READS_PER_EVENT):
+            if reads and not self.hub.should_read(self):
+                return 0
             for i in range(DGRAM_BATCH):
                 self.rx_msgs[i].msg_hdr.msg_name = &self.rx_from[i]
                 self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)

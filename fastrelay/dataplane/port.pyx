@@ -89,8 +89,9 @@ cdef class Port:
         return 0
 
     cdef inline bint congested(self):
-        """More than half the queue depth is waiting: reading more for it only drops."""
-        return len(self.backlog) * 2 > self.backlog.limit
+        """Frames wait and one more full read would not fit: reading for it only drops."""
+        cdef Py_ssize_t used = self.backlog.tail - self.backlog.head
+        return used > 0 and used + STREAM_READ > self.backlog.limit
 
     cdef int fail(self, str reason, bint fault=True) except -1:
         """Close this port because of reason (one line: why) and report it.

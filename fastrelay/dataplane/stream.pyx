@@ -28,6 +28,8 @@ cdef class StreamPort(Port):
         cdef int reads, status
         cdef FrameBatch *batch
         for reads in range(READS_PER_EVENT):
+            if reads and not self.hub.should_read(self):
+                return 0
             room = min(self.rx.write_room(), STREAM_READ)
             n = recv(self.fd, self.rx.write_ptr(), room, MSG_DONTWAIT)
             if n == 0:

@@ -1,0 +1,190 @@
+"""Point-to-point links through the relay, byte-exact, for every stream and datagram pairing."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+
+import pytest
+from conftest import wait_bound
+from peers import (LOOP4, DgramPeer, StreamListener, StreamPeer, exchange_windowed, free_port,
+                   make_frame, random_frames, track)
+
+UDP_MAX = 65507  # largest IPv4 UDP payload
+
+
+def udp_pair(relay, family=socket.AF_INET, host=LOOP4):  # type: ignore[no-untyped-def]
+    """Two UDP guests A and B with a relay between them; returns (a, b, relay_ports)."""
+    a, b = DgramPeer(family, host), DgramPeer(family, host)
+    la, lb = free_port(family, socket.SOCK_DGRAM), free_port(family, socket.SOCK_DGRAM)
+    h = f"[{host}]" if ":" in host else host
+    r = relay(f"{la}:{h}:{a.port}", f"{lb}:{h}:{b.port}")
+    wait_bound(la, socket.SOCK_DGRAM, host)
+    wait_bound(lb, socket.SOCK_DGRAM, host)
+    a.peer, b.peer = (host, la), (host, lb)
+    return a, b, r
+
+
+def test_udp_exact_random_sizes_both_ways(relay) -> None:  # type: ignore[no-untyped-def]
+    a, b, _ = udp_pair(relay)
+    frames = random_frames(2000, 14, UDP_MAX, seed=1)
+    frames[0] = make_frame(14)
+    frames[1] = make_frame(UDP_MAX, 1)
+    assert exchange_windowed(a.send, b.recv, frames) == frames
+    back = random_frames(500, 14, UDP_MAX, seed=2)
+    assert exchange_windowed(b.send, a.recv, back) == back
+    a.expect_silence(0.1)  # nothing echoed to the sender
+
+
+def test_udp_runt_and_oversized_datagrams_are_dropped_not_fatal(inprocess_relay) -> None:  # type: ignore[no-untyped-def]
+    a, b, r = udp_pair(inprocess_relay)
+    a.sock.sendto(b"x" * 13, a.peer)  # shorter than an Ethernet header
+    good = random_frames(10, 60, 1500, seed=3)
+    assert exchange_windowed(a.send, b.recv, good) == good
+    port = r.relay.hub.ports[0]
+    assert port.drop_invalid == 1 and port.rx_frames == 10
+
+
+def tcp_pair(relay, family=socket.AF_INET, host=LOOP4):  # type: ignore[no-untyped-def]
+    """Two `socket,listen=` guests that the relay connects to."""
+    la, lb = StreamListener(family, host), StreamListener(family, host)
+    h = f"[{host}]" if ":" in host else host
+    r = relay(f"{h}:{la.port}", f"{h}:{lb.port}")
+    return la.accept(), lb.accept(), r
+
+
+def send_while_receiving(src: StreamPeer, dst: StreamPeer, frames: list[bytes]) -> list[bytes]:
+    sender = threading.Thread(target=src.send, args=(frames,))
+    sender.start()
+    try:
+        return dst.recv(len(frames), timeout=30)
+    finally:
+        sender.join(30)
+
+
+def test_tcp_exact_random_sizes_both_ways(relay) -> None:  # type: ignore[no-untyped-def]
+    a, b, _ = tcp_pair(relay)
+    frames = random_frames(3000, 14, 65535, seed=4)
+    frames[-1] = make_frame(69632, 3000)  # qemu's largest
+    assert send_while_receiving(a, b, frames) == frames
+    back = random_frames(1000, 14, 65535, seed=5)
+    assert send_while_receiving(b, a, back) == back
+    a.expect_silence(0.1)
+
+
+def test_tcp_frames_split_at_every_byte_are_reassembled(inprocess_relay) -> None:  # type: ignore[no-untyped-def]
+    a, b, _ = tcp_pair(inprocess_relay)
+    frames = random_frames(20, 14, 200, seed=6)
+    data = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+    a.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(len(data)):
+        a.send_raw(data[i:i + 1])
+    assert b.recv(len(frames)) == frames
+
+
+def test_mixed_udp_to_tcp(relay) -> None:  # type: ignore[no-untyped-def]
+    u = DgramPeer()
+    lu = free_port(kind=socket.SOCK_DGRAM)
+    lt = StreamListener()
+    relay(f"{lu}:{LOOP4}:{u.port}", f"{LOOP4}:{lt.port}")
+    t = lt.accept()
+    wait_bound(lu, socket.SOCK_DGRAM)
+    u.peer = (LOOP4, lu)
+    frames = random_frames(500, 14, UDP_MAX, seed=7)
+    assert exchange_windowed(u.send, t.recv, frames) == frames
+    back = random_frames(500, 14, UDP_MAX, seed=8)
+    assert exchange_windowed(t.send, u.recv, back) == back
+
+
+def test_ipv6_udp_and_tcp(relay) -> None:  # type: ignore[no-untyped-def]
+    a, b, _ = udp_pair(relay, socket.AF_INET6, "::1")
+    frames = random_frames(200, 14, 9000, seed=9)
+    assert exchange_windowed(a.send, b.recv, frames) == frames
+    c, d, _ = tcp_pair(relay, socket.AF_INET6, "::1")
+    assert send_while_receiving(c, d, frames) == frames
+
+
+def test_hostname_is_accepted(relay) -> None:  # type: ignore[no-untyped-def]
+    la, lb = StreamListener(), StreamListener()
+    relay(f"localhost:{la.port}", f"localhost:{lb.port}")
+    a, b = la.accept(), lb.accept()
+    frames = random_frames(50, 60, 1500, seed=10)
+    assert send_while_receiving(a, b, frames) == frames
+
+
+def test_unix_stream_and_datagram(relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A: qemu stream client of our unix listener; B: qemu dgram unix peer.
+    listen_path, local, remote = (str(tmp_path / n) for n in ("hub.sock", "relay.dg", "guest.dg"))
+    b = DgramPeer(path=remote, peer=local)
+    relay(f"unix-listen:{listen_path}", f"unixgram:{local}:{remote}")
+    a = StreamPeer.connect(listen_path, socket.AF_UNIX)
+    frames = random_frames(300, 14, 65000, seed=11)
+    assert exchange_windowed(a.send, b.recv, frames) == frames
+    assert exchange_windowed(b.send, a.recv, frames) == frames
+
+
+def test_unix_stream_client(relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A passt-like unix stream server that the relay connects to, and a TCP guest.
+    path = str(tmp_path / "passt.sock")
+    server = track(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+    server.bind(path)
+    server.listen(1)
+    lt = StreamListener()
+    relay(f"unix:{path}", f"{LOOP4}:{lt.port}")
+    server.settimeout(5)
+    a = StreamPeer(server.accept()[0])
+    b = lt.accept()
+    frames = random_frames(300, 14, 65535, seed=12)
+    assert send_while_receiving(a, b, frames) == frames
+
+
+def test_point_to_point_exits_zero_when_a_side_ends(relay_process) -> None:  # type: ignore[no-untyped-def]
+    la, lb = StreamListener(), StreamListener()
+    proc = relay_process(f"{LOOP4}:{la.port}", f"{LOOP4}:{lb.port}")
+    a, b = la.accept(), lb.accept()
+    a.close()
+    assert proc.wait(10) == 0
+    b.expect_closed()
+
+
+def test_stdio_raw_frames(relay_process) -> None:  # type: ignore[no-untyped-def]
+    u = DgramPeer()
+    lu = free_port(kind=socket.SOCK_DGRAM)
+    proc = relay_process("-", f"{lu}:{LOOP4}:{u.port}", stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE)
+    wait_bound(lu, socket.SOCK_DGRAM)
+    u.peer = (LOOP4, lu)
+    frame = make_frame(100, 1)
+    proc.proc.stdin.write(frame)
+    proc.proc.stdin.flush()
+    assert u.recv(1) == [frame]
+    back = make_frame(300, 2)
+    u.send([back])
+    assert proc.proc.stdout.read(len(back)) == back
+    proc.proc.stdin.close()  # end of input ends a point-to-point link
+    assert proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("queue", ["0", "64k"])
+def test_small_queues_drop_whole_frames_never_framing(inprocess_relay, queue) -> None:  # type: ignore[no-untyped-def]
+    """With a queue smaller than one read, frames may drop, but what arrives is intact."""
+    from fastrelay.cli import _size
+
+    la, lb = StreamListener(), StreamListener()
+    r = inprocess_relay(f"{LOOP4}:{la.port}", f"{LOOP4}:{lb.port}", queue_bytes=_size(queue))
+    a, b = la.accept(), lb.accept()
+    frames = [make_frame(1500, i) for i in range(3000)] + [make_frame(60, 99999)]
+    sender = threading.Thread(target=a.send, args=(frames,))
+    sender.start()
+    got: list[bytes] = []
+    try:
+        while not got or got[-1] != frames[-1]:
+            got += b.recv(1, timeout=30)
+    finally:
+        sender.join(30)
+    index = {f: i for i, f in enumerate(frames)}
+    positions = [index[f] for f in got]  # KeyError: a corrupted frame
+    assert positions == sorted(positions)  # in order, none twice
+    dropped = r.call(lambda: sum(p.drop_queue for p in r.relay.hub.ports))
+    assert len(got) + dropped == len(frames)
