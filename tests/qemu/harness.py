@@ -30,11 +30,18 @@ QEMU = "qemu-system-x86_64"
 POLL = 0.1
 
 
-def relay_command() -> list[str]:
+def relay_command(verbose: bool = False) -> list[str]:
     """The relay under test: ``python -m fastrelay`` unless FASTRELAY_QEMU_RELAY names another
-    command with the same CLI (e.g. ``netrelay``, to run the same tests against the C tool)."""
+    command with the same CLI (e.g. ``netrelay``, to run the same tests against the C tool).
+
+    ``verbose`` adds fastrelay's ``-vv`` (per-second counters and connection events), so a
+    failing test's relay log shows whether frames flowed; never for another relay, whose
+    ``-v`` may mean something else.
+    """
     env = os.environ.get("FASTRELAY_QEMU_RELAY")
-    return shlex.split(env) if env else [sys.executable, "-m", "fastrelay"]
+    if env:
+        return shlex.split(env)
+    return [sys.executable, "-m", "fastrelay", *(["-vv"] if verbose else [])]
 
 
 # One pair of TCG guests saturates both cores: a host-wide lock keeps concurrent
@@ -259,8 +266,11 @@ class Guest:
 class Relay:
     """A fastrelay process (``python -m fastrelay ARGS``), output to a log file."""
 
-    def __init__(self, args: list[str], workdir: Path, name: str = "relay") -> None:
+    def __init__(
+        self, args: list[str], workdir: Path, name: str = "relay", verbose: bool = True
+    ) -> None:
         self.args = [str(a) for a in args]
+        self.verbose = verbose
         self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -271,7 +281,7 @@ class Relay:
             out.write(f"--- start {self.starts}: fastrelay {' '.join(self.args)}\n")
             out.flush()
             self.proc = subprocess.Popen(
-                [*relay_command(), *self.args],
+                [*relay_command(self.verbose), *self.args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -330,9 +340,10 @@ def proc_cpu_seconds(pid: int) -> float:
 class Lab:
     """Owns every process of one test; kills all of them, by PID, on exit."""
 
-    def __init__(self, image: GuestImage, workdir: Path) -> None:
+    def __init__(self, image: GuestImage, workdir: Path, relay_verbose: bool = True) -> None:
         self.image = image
         self.workdir = workdir
+        self.relay_verbose = relay_verbose
         self.guests: list[Guest] = []
         self.relays: list[Relay] = []
         self._ip_seq = itertools.count(1)
@@ -367,7 +378,7 @@ class Lab:
         return g.start() if start else g
 
     def relay(self, *args: object, name: str = "relay", start: bool = True) -> Relay:
-        r = Relay([str(a) for a in args], self.workdir, name=name)
+        r = Relay([str(a) for a in args], self.workdir, name=name, verbose=self.relay_verbose)
         self.relays.append(r)
         return r.start() if start else r
 

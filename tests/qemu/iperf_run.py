@@ -35,7 +35,8 @@ def run_mode(mode: str, seconds: int, mtu: int, workdir: Path) -> dict[str, obje
     """One iperf3 run between two fresh guests; returns the measurements as a dict."""
     image = ensure_image("cloud", log=lambda m: print(m, file=sys.stderr))
     server_env = {"fr_action": "iperf-server", "fr_mtu": mtu, "fr_timeout": seconds + 90}
-    with Lab(image, workdir) as lab:
+    # A quiet relay: -vv's once-a-second counters would count in its CPU time.
+    with Lab(image, workdir, relay_verbose=False) as lab:
         relay = None
         if mode == "direct-udp":
             pa, pb = free_port("udp"), free_port("udp")
