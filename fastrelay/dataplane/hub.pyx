@@ -49,7 +49,7 @@ cdef class Hub:
             raise ValueError(f"{port.name}: port is closed")
         if port.hub is not None:
             raise ValueError(f"{port.name}: port is already attached")
-        ev.events = EPOLLIN
+        ev.events = EPOLLIN | EPOLLRDHUP
         ev.data.ptr = <void *>port
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, port.fd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
@@ -58,7 +58,7 @@ cdef class Hub:
             if epoll_ctl(self.epfd, EPOLL_CTL_ADD, port.wfd, &ev) < 0:
                 epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.fd, NULL)
                 PyErr_SetFromErrno(OSError)
-        port.armed = EPOLLIN
+        port.armed = EPOLLIN | EPOLLRDHUP
         port.hub = self
         self.live = self.live + [port]
         # A new peer may relieve congestion: let paused readers look again.
@@ -113,8 +113,9 @@ cdef class Hub:
                     port.on_writable()
                     if port.fd < 0:
                         continue
-                if ev & (EPOLLERR | EPOLLHUP):
-                    # Reported even while paused: read now, the read meets the error.
+                if ev & (EPOLLERR | EPOLLHUP | EPOLLRDHUP):
+                    # The peer left or failed (reported even while paused): read now,
+                    # the read meets the end or the error.
                     port.on_readable()
                 elif ev & EPOLLIN and port.armed & EPOLLIN and self.should_read(port):
                     port.on_readable()
@@ -132,19 +133,23 @@ cdef class Hub:
         return &self.batch
 
     cdef bint should_read(self, Port src):
-        """False (and src paused) when every other port is congested."""
+        """False (and src paused) when no other port could take what src would read.
+
+        That is when every other port is congested, or when there is no other port: a
+        lone port's peer then waits in its kernel buffer until someone joins, instead of
+        losing frames (a point-to-point link's first side is up before its second).
+        A lone port still watches EPOLLRDHUP so that a peer leaving is noticed.
+        """
         cdef Port p
-        cdef bint someone = False
+        cdef bint alone = True
         for p in self.live:
             if p is not src:
                 if not p.congested():
                     return True
-                someone = True
-        if not someone:
-            return True  # alone: read and discard, so the peer's socket never clogs
+                alone = False
         src.paused = True
         self.paused.append(src)
-        src.armed &= ~EPOLLIN
+        src.armed = EPOLLRDHUP if alone else 0
         self.update_events(src)
         return False
 
@@ -192,6 +197,6 @@ cdef class Hub:
         for p in paused:
             p.paused = False
             if p.fd >= 0:
-                p.armed |= EPOLLIN
+                p.armed = EPOLLIN | EPOLLRDHUP
                 self.update_events(p)
         return 0

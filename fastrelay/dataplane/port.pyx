@@ -89,9 +89,14 @@ cdef class Port:
         return 0
 
     cdef inline bint congested(self):
-        """Frames wait and one more full read would not fit: reading for it only drops."""
+        """Frames wait and one more batch might not fit: reading for it could only drop.
+
+        A stream batch is at most STREAM_BUF bytes (a read plus a carried-over partial
+        frame), so a stream source paused by this never causes a drop. A datagram batch
+        can be larger (DGRAM_BATCH big datagrams); those drop as UDP would.
+        """
         cdef Py_ssize_t used = self.backlog.tail - self.backlog.head
-        return used > 0 and used + STREAM_READ > self.backlog.limit
+        return used > 0 and used + STREAM_BUF > self.backlog.limit
 
     cdef int fail(self, str reason, bint fault=True) except -1:
         """Close this port because of reason (one line: why) and report it.
