@@ -1,5 +1,5 @@
 # Declarations of the compiled data plane, one include per part (uvloop's layout).
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from fastrelay.includes.system cimport *
 
 include "dataplane/consts.pxi"

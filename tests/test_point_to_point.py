@@ -97,6 +97,40 @@ def test_mixed_udp_to_tcp(relay) -> None:  # type: ignore[no-untyped-def]
     assert exchange_windowed(t.send, u.recv, back) == back
 
 
+def test_burst_of_equal_frames_leaves_as_separate_datagrams(inprocess_relay) -> None:  # type: ignore[no-untyped-def]
+    """A TCP burst of equal-sized frames goes out through UDP GSO, still one frame per datagram."""
+    u = DgramPeer()
+    lu = free_port(kind=socket.SOCK_DGRAM)
+    lt = StreamListener()
+    r = inprocess_relay(f"{lu}:{LOOP4}:{u.port}", f"{LOOP4}:{lt.port}")
+    t = lt.accept()
+    frames = [make_frame(1000, i) for i in range(300)] + [make_frame(400, 300)]
+    t.send(frames)
+    assert u.recv(len(frames)) == frames
+    udp = [p for p in r.call(lambda: r.relay.hub.ports) if hasattr(p, "gso")][0]
+    assert udp.gso and udp.gso_messages > 0
+    assert udp.gso_messages < len(frames) // 2
+
+
+def test_two_relays_linked_by_udp_split_coalesced_runs(inprocess_relay) -> None:  # type: ignore[no-untyped-def]
+    """Relay 1 sends GSO runs; relay 2 (UDP_GRO) receives them coalesced and splits them."""
+    l1, l2 = StreamListener(), StreamListener()
+    u1, u2 = free_port(kind=socket.SOCK_DGRAM), free_port(kind=socket.SOCK_DGRAM)
+    r2 = inprocess_relay(f"{u2}:{LOOP4}:{u1}", f"{LOOP4}:{l2.port}")
+    r1 = inprocess_relay(f"{LOOP4}:{l1.port}", f"{u1}:{LOOP4}:{u2}")
+    a, b = l1.accept(), l2.accept()
+    frames = [make_frame(1400, i) for i in range(400)] + [make_frame(100 + i, 400 + i)
+                                                          for i in range(50)]
+    for i in range(0, len(frames), 150):  # bursts that fit the UDP socket buffers
+        a.send(frames[i:i + 150])
+        assert b.recv(len(frames[i:i + 150])) == frames[i:i + 150]
+    sender = [p for p in r1.call(lambda: r1.relay.hub.ports) if hasattr(p, "gso")][0]
+    receiver = [p for p in r2.call(lambda: r2.relay.hub.ports) if hasattr(p, "gro")][0]
+    assert sender.gso_messages > 0
+    assert receiver.gro and receiver.gro_messages > 0
+    assert receiver.drop_invalid == 0
+
+
 def test_ipv6_udp_and_tcp(relay) -> None:  # type: ignore[no-untyped-def]
     a, b, _ = udp_pair(relay, socket.AF_INET6, "::1")
     frames = random_frames(200, 14, 9000, seed=9)

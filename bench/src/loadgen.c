@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,8 +16,10 @@
 
 /*
  * Pacing:
- *   bulk  saturate: UDP frames go out in sendmmsg() batches, stream frames as
- *         back-to-back records in one large write();
+ *   bulk  saturate: UDP frames go out in sendmmsg() batches, several frames per
+ *         message with UDP GSO (UDP_SEGMENT) so the generator is never the
+ *         bottleneck (the receiver still gets one datagram per frame); stream
+ *         frames as back-to-back records in one large write();
  *   qemu  one send syscall per frame, as qemu does (sendto() per datagram;
  *         one write of length prefix + frame per stream frame).
  * The run always ends by itself: after -n frames or -t seconds, whichever is
@@ -30,7 +34,8 @@ struct gen {
 	uint64_t count;		/* frames to send, UINT64_MAX for no limit */
 	double seconds;		/* sending time limit */
 	int qemu;		/* one syscall per frame */
-	unsigned batch;		/* frames per syscall in bulk pacing */
+	unsigned batch;		/* messages per syscall in bulk pacing */
+	int gso;		/* bulk UDP: several frames per message (UDP_SEGMENT) */
 	double rate;		/* frames/s cap, 0 for none */
 	uint8_t id;		/* sender id in the source MAC */
 	/* results */
@@ -43,10 +48,11 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: loadgen [-s SIZE] [-n COUNT] [-t SECONDS] [-p bulk|qemu] [-b BATCH]\n"
-		"               [-r FPS] [-i ID] [-g] [-R READYFILE] [-T CONNECT_TIMEOUT] ENDPOINT\n"
+		"               [-r FPS] [-i ID] [-g] [-G 0|1] [-R READYFILE] [-T CONNECT_TIMEOUT] ENDPOINT\n"
 		"  ENDPOINT: udp:LPORT:HOST:PORT | tcp:HOST:PORT | tcp-listen:HOST:PORT\n"
 		"            | unix:PATH | unix-listen:PATH\n"
-		"  -g waits for a line on stdin before sending (the runner's start signal)\n");
+		"  -g waits for a line on stdin before sending (the runner's start signal)\n"
+		"  -G 0 turns off UDP GSO in bulk pacing (on by default)\n");
 	exit(2);
 }
 
@@ -73,40 +79,87 @@ static unsigned batch_size(const struct gen *g, unsigned max)
 	return left < max ? (unsigned)left : max;
 }
 
-/** send_dgram() - the UDP loop: sendto() per frame, or sendmmsg() batches. */
+/* Control buffer of one GSO message: one cmsg carrying a uint16_t segment size. */
+union gso_ctrl {
+	char buf[CMSG_SPACE(sizeof(uint16_t))];
+	struct cmsghdr align;
+};
+
+/** gso_segments() - frames per UDP GSO message for this run (1: no GSO). */
+static unsigned gso_segments(const struct gen *g, const struct endpoint *ep)
+{
+	unsigned segs;
+
+	if (g->qemu || !g->gso || ep->peer.ss_family == AF_UNIX)
+		return 1;
+	segs = (unsigned)(65507 / g->size);
+	return segs > 64 ? 64 : segs ? segs : 1;
+}
+
+/** send_dgram() - the UDP loop: sendto() per frame, or sendmmsg() batches (GSO runs). */
 static void send_dgram(struct gen *g, const struct endpoint *ep)
 {
-	unsigned max = g->qemu ? 1 : g->batch, i, n;
+	unsigned segs = gso_segments(g, ep);
+	unsigned max = g->qemu ? 1 : g->batch * segs, nmsg = (max + segs - 1) / segs, i, n;
+	/* max entries, not nmsg: a short tail falls back to one frame per message. */
 	struct mmsghdr *msgs = calloc(max, sizeof(*msgs));
 	struct iovec *iov = calloc(max, sizeof(*iov));
+	union gso_ctrl *ctrl = calloc(nmsg, sizeof(*ctrl));
 	uint8_t *bufs = malloc((size_t)max * g->size);
 
-	if (!msgs || !iov || !bufs)
+	if (!msgs || !iov || !ctrl || !bufs)
 		die("out of memory");
 	for (i = 0; i < max; i++) {
 		frame_init(bufs + (size_t)i * g->size, g->size, g->id);
 		iov[i].iov_base = bufs + (size_t)i * g->size;
 		iov[i].iov_len = g->size;
+	}
+	for (i = 0; i < nmsg; i++) {
 		msgs[i].msg_hdr.msg_name = (void *)&ep->peer;
 		msgs[i].msg_hdr.msg_namelen = ep->peer_len;
-		msgs[i].msg_hdr.msg_iov = &iov[i];
-		msgs[i].msg_hdr.msg_iovlen = 1;
+		msgs[i].msg_hdr.msg_iov = &iov[i * segs];
+		msgs[i].msg_hdr.msg_iovlen = segs;
+		if (segs > 1) {
+			struct cmsghdr *cm;
+			uint16_t seg = (uint16_t)g->size;
+
+			msgs[i].msg_hdr.msg_control = ctrl[i].buf;
+			msgs[i].msg_hdr.msg_controllen = sizeof(ctrl[i].buf);
+			cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr);
+			cm->cmsg_level = IPPROTO_UDP;
+			cm->cmsg_type = UDP_SEGMENT;
+			cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+			memcpy(CMSG_DATA(cm), &seg, sizeof(seg));
+		}
 	}
 
 	while ((n = batch_size(g, max))) {
-		unsigned sent = 0;
+		unsigned sent = 0, msgs_n;
 
+		/* Whole GSO messages only, so the last one never carries stale frames. */
+		if (n >= segs)
+			n -= n % segs;
+		else
+			segs = 1, n = 1;
+		msgs_n = n / segs;
+		if (segs == 1 && max > 1)
+			for (i = 0; i < n; i++) {
+				msgs[i].msg_hdr.msg_iov = &iov[i];
+				msgs[i].msg_hdr.msg_iovlen = 1;
+				msgs[i].msg_hdr.msg_control = NULL;
+				msgs[i].msg_hdr.msg_controllen = 0;
+			}
 		pace(g);
 		for (i = 0; i < n; i++)
 			frame_set_seq(bufs + (size_t)i * g->size, g->size, g->frames + i);
-		while (sent < n) {
+		while (sent < msgs_n) {
 			int r;
 
 			if (max == 1)
 				r = sendto(ep->fd, bufs, g->size, 0,
 					   (const struct sockaddr *)&ep->peer, ep->peer_len) < 0 ? -1 : 1;
 			else
-				r = sendmmsg(ep->fd, msgs + sent, n - sent, 0);
+				r = sendmmsg(ep->fd, msgs + sent, msgs_n - sent, 0);
 			if (r > 0) {
 				sent += (unsigned)r;
 				continue;
@@ -121,12 +174,13 @@ static void send_dgram(struct gen *g, const struct endpoint *ep)
 			}
 			wait_fd(ep->fd, POLLOUT, 10);
 		}
-		g->frames += sent;
-		if (sent < n)
+		g->frames += (uint64_t)sent * segs;
+		if (sent < msgs_n)
 			break;
 	}
 	free(msgs);
 	free(iov);
+	free(ctrl);
 	free(bufs);
 }
 
@@ -171,14 +225,14 @@ static void send_stream(struct gen *g, const struct endpoint *ep)
 /** main() - parse options, open the endpoint, wait for go, send, print JSON. */
 int main(int argc, char **argv)
 {
-	struct gen g = { .size = 64, .count = UINT64_MAX, .seconds = 0, .batch = 0 };
+	struct gen g = { .size = 64, .count = UINT64_MAX, .seconds = 0, .batch = 0, .gso = 1 };
 	const char *ready = NULL, *pacing = "bulk";
 	double connect_timeout = 10, secs;
 	struct endpoint ep;
 	int opt, go = 0;
 
 	g_prog = "loadgen";
-	while ((opt = getopt(argc, argv, "s:n:t:p:b:r:i:gR:T:h")) != -1) {
+	while ((opt = getopt(argc, argv, "s:n:t:p:b:r:i:gG:R:T:h")) != -1) {
 		switch (opt) {
 		case 's': g.size = (size_t)parse_long(optarg, FRAME_MIN, FRAME_MAX, "size"); break;
 		case 'n': g.count = (uint64_t)parse_long(optarg, 1, 1L << 40, "count"); break;
@@ -193,6 +247,7 @@ int main(int argc, char **argv)
 		case 'r': g.rate = parse_double(optarg, 1, 1e9, "rate"); break;
 		case 'i': g.id = (uint8_t)parse_long(optarg, 0, 255, "id"); break;
 		case 'g': go = 1; break;
+		case 'G': g.gso = (int)parse_long(optarg, 0, 1, "gso"); break;
 		case 'R': ready = optarg; break;
 		case 'T': connect_timeout = parse_double(optarg, 0.1, 600, "timeout"); break;
 		default: usage();

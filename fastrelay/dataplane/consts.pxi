@@ -26,5 +26,11 @@ cdef enum:
     IOV_MAX = 1024
     # Ready events handled per Hub.poll().
     EVENTS_MAX = 64
+    # UDP GSO (UDP_SEGMENT): segments per message (the kernel's UDP_MAX_SEGMENTS is 64
+    # on older kernels) and bytes per message (an IPv4 datagram's payload limit).
+    GSO_SEGMENTS_MAX = 64
+    GSO_BYTES_MAX = 65507
+    # Control buffer of one message: CMSG_SPACE(sizeof(uint16_t)), rounded up.
+    GSO_CTRL = 32
     # Default bound of one port's backlog (queue depth) in bytes.
     QUEUE_DEFAULT = 4194304

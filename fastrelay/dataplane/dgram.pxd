@@ -6,8 +6,16 @@ cdef class DatagramPort(Port):
         mmsghdr *rx_msgs         # owned; recvmmsg vector, one per slot
         iovec *rx_iov            # owned; one per slot, pointing past the slot's header
         sockaddr_storage *rx_from  # owned; the source of each received datagram
-        mmsghdr *tx_msgs         # owned; sendmmsg vector
-        iovec *tx_iov            # owned; one per message
+        char *rx_ctrl            # owned; one GSO_CTRL control buffer per slot (UDP_GRO size)
+        char *spread             # owned, lazily; records split out of coalesced datagrams
+        readonly bint gro        # UDP_GRO on: coalesced runs arrive and are split here
+        readonly uint64_t gro_messages  # coalesced datagrams received and split
+        mmsghdr *tx_msgs         # owned; sendmmsg vector, one message per run of frames
+        iovec *tx_iov            # owned; one per frame (a GSO message spans several)
+        char *tx_ctrl            # owned; one GSO_CTRL control buffer per message
+        Py_ssize_t *tx_first     # owned; index of the first frame of each message
+        readonly bint gso        # UDP_SEGMENT in use (inet sockets, until the kernel refuses)
+        readonly uint64_t gso_messages  # messages sent as a GSO run of several frames
         sockaddr_storage peer    # where frames are sent
         socklen_t peer_len       # 0 while no peer is known (learning mode, nothing heard yet)
         bint learn_peer          # send to whoever sent last (a listener without a fixed peer)
@@ -15,5 +23,8 @@ cdef class DatagramPort(Port):
         readonly uint64_t send_errors   # sendmmsg failures other than EAGAIN (peer absent...)
         readonly int last_send_errno    # errno of the latest of those
 
+    cdef int split_coalesced(self, FrameBatch *batch, char *data, Py_ssize_t length,
+                             Py_ssize_t segment, Py_ssize_t *spread_used) except -1
+    cdef Py_ssize_t build_messages(self, char **frames, uint32_t *lengths, Py_ssize_t n)
     cdef int send_frames(self, char **frames, uint32_t *lengths, Py_ssize_t n,
                          bint count_tx) except -1

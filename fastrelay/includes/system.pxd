@@ -92,6 +92,8 @@ cdef extern from "<netinet/udp.h>" nogil:
     # UDP GSO: one sendmsg carries a run of equal-sized datagrams (Linux >= 4.18).
     enum:
         UDP_SEGMENT
+        # UDP GRO: a run of datagrams from one GSO send arrives as one buffer.
+        UDP_GRO
 
 
 cdef extern from "<arpa/inet.h>" nogil:
