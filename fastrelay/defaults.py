@@ -12,3 +12,14 @@ RECONNECT_JITTER = 0.2
 DGRAM_SOCKET_BUFFER = 4 * 1024 * 1024
 # How often -v prints counters (seconds).
 STATS_INTERVAL = 1.0
+# Graceful stop: how long queued frames may take to drain before sockets are closed.
+STOP_FLUSH_TIMEOUT = 2.0
+# Daemon: a link whose relay failed or ended is started again after this back-off, and its
+# back-off starts over once a run lasted LINK_STABLE_AFTER seconds.
+LINK_RESTART_INITIAL = 0.5
+LINK_RESTART_MAX = 30.0
+LINK_STABLE_AFTER = 10.0
+# Daemon: where `fastrelay stats` looks for the control socket when not told otherwise.
+CONTROL_SOCKET = "/run/fastrelay/control.sock"
+# Daemon: an HTTP request (metrics) or control command must arrive within this time.
+REQUEST_TIMEOUT = 5.0

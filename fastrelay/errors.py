@@ -1,6 +1,6 @@
 """Errors of the control plane: each carries the one line shown to the user."""
 
-__all__ = ["RelayError", "TargetError", "StartError"]
+__all__ = ["RelayError", "TargetError", "StartError", "ConfigProblem", "ConfigError"]
 
 
 class RelayError(Exception):
@@ -27,3 +27,26 @@ class StartError(RelayError):
         super().__init__(f"{what}: {reason}")
         self.what = what
         self.reason = reason
+
+
+class ConfigProblem:
+    """One thing wrong in a config file: where (line, dotted key) and what."""
+
+    def __init__(self, line: int | None, key: str, message: str) -> None:
+        self.line = line
+        self.key = key
+        self.message = message
+
+    def text(self, path: str) -> str:
+        """'FILE:LINE: KEY: MESSAGE' (LINE or KEY left out when unknown)."""
+        where = f"{path}:{self.line}" if self.line is not None else path
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(RelayError):
+    """A config file that cannot be read or is not valid: every problem, one per line."""
+
+    def __init__(self, path: str, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(p.text(path) for p in problems))
+        self.path = path
+        self.problems = problems

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 from . import defaults
 from ._core import FRAME_MAX_LEN, QUEUE_DEFAULT_BYTES, Hub, Port
 from .endpoints import Endpoint, make_endpoint
 from .errors import StartError
-from .stats import Totals, format_totals
+from .stats import EndpointStats, Totals, format_totals
 from .targets import Target
 
 log = logging.getLogger("fastrelay")
 
-__all__ = ["RelayOptions", "Relay"]
+__all__ = ["RelayOptions", "Relay", "LINK"]
+
+# The link (daemon) a log line belongs to. Set in the task that runs a link; uvloop hands
+# the context on to the tasks and reader callbacks created from there, so every line an
+# endpoint or the hub logs carries its link without passing names around.
+LINK: contextvars.ContextVar[str] = contextvars.ContextVar("fastrelay_link", default="")
 
 
 @dataclass
@@ -32,10 +38,21 @@ class RelayOptions:
     bind: str | None = None          # local address for UDP targets and `-l PORT`
     connect_timeout: float = 5.0
     backoff: dict[str, float] = field(default_factory=dict)  # Backoff(**backoff)
+    flush_timeout: float = defaults.STOP_FLUSH_TIMEOUT      # drain deadline when stopping
 
     @property
     def port_kwargs(self) -> dict[str, int]:
         return {"queue_bytes": self.queue_bytes, "max_frame": self.max_frame}
+
+
+class _Tally:
+    """What a relay counts for one endpoint beyond its open ports' own counters."""
+
+    def __init__(self) -> None:
+        self.retired = Totals()   # counters of the endpoint's ports already closed
+        self.connections = 0
+        self.disconnects = 0
+        self.lost_bytes = 0
 
 
 class Relay:
@@ -44,18 +61,24 @@ class Relay:
     Point-to-point mode (netrelay `SRC DEST`) ends, with status 0, as soon as one side
     ends, unless reconnect is on; hub mode runs until stopped. Data-plane port closures
     arrive in `_port_closed`, are logged (faults as warnings, orderly ends at -vv) and
-    passed to the endpoint that owns the port.
+    passed to the endpoint that owns the port. Stopping drains the ports' queues for up
+    to `flush_timeout`, then closes every endpoint (sockets, taps) and the hub.
     """
 
     def __init__(self, targets: Sequence[Target], options: RelayOptions, *,
-                 point_to_point: bool, name: str = "") -> None:
+                 point_to_point: bool, name: str = "",
+                 labels: Sequence[str] | None = None) -> None:
         self.options = options
         self.point_to_point = point_to_point
         self.name = name
         self.hub = Hub(on_close=self._port_closed)
         self.endpoints: list[Endpoint] = [make_endpoint(t, self) for t in targets]
+        self.labels = list(labels) if labels is not None else [str(t) for t in targets]
         self._owners: dict[Port, Endpoint] = {}
+        self._tally: dict[Endpoint, _Tally] = {e: _Tally() for e in self.endpoints}
         self._done: asyncio.Future[int] | None = None
+        self._watching = False
+        self._closed = False
         self.retired = Totals()  # counters of ports already closed
 
     # -- used by endpoints ------------------------------------------------------------
@@ -67,6 +90,7 @@ class Relay:
         except OSError as exc:
             raise StartError(port.name, f"cannot watch it: {exc.strerror or exc}") from None
         self._owners[port] = endpoint
+        self._tally[endpoint].connections += 1
         log.info("%s: attached", port.name)
 
     def endpoint_ended(self, endpoint: Endpoint, reason: str) -> None:
@@ -79,15 +103,23 @@ class Relay:
 
     def _port_closed(self, port: Port, reason: str, fault: bool) -> None:
         self.retired.add(port)
+        # The backlog outlives the port's descriptor: what is left in it was never sent.
+        lost = port.queued_bytes
         if fault:
-            log.warning("%s: %s", port.name, reason)
+            log.warning("%s: %s%s", port.name, reason,
+                        f" ({lost} queued bytes lost)" if lost else "")
         else:
             log.info("%s: %s", port.name, reason)
         endpoint = self._owners.pop(port, None)
         if endpoint is not None:
+            tally = self._tally[endpoint]
+            tally.retired.add(port)
+            tally.disconnects += 1
+            tally.lost_bytes += lost
             endpoint.port_closed(port, reason, fault)
 
     def stop(self, status: int = 0) -> None:
+        """Make wait() return status (the caller then drains and closes)."""
         if self._done is not None and not self._done.done():
             self._done.set_result(status)
 
@@ -98,11 +130,35 @@ class Relay:
         totals.ports = len(self.hub.ports)
         return totals
 
+    def endpoint_stats(self) -> list[EndpointStats]:
+        """Counters of each endpoint, in target order: closed ports plus open ones."""
+        out = []
+        for endpoint, label in zip(self.endpoints, self.labels):
+            tally = self._tally[endpoint]
+            totals = Totals(tally.retired)
+            stats = EndpointStats(label, str(endpoint), counters=totals.values,
+                                  connections=tally.connections,
+                                  disconnects=tally.disconnects,
+                                  reconnects=endpoint.reconnects, lost_bytes=tally.lost_bytes)
+            for port, owner in self._owners.items():
+                if owner is endpoint:
+                    totals.add(port)
+                    stats.connected += 1
+                    stats.queued_bytes += port.queued_bytes
+                    stats.ports.append({"name": port.name, **port.stats()})
+            out.append(stats)
+        return out
+
+    def queued_bytes(self) -> int:
+        """Bytes waiting in the ports' backlogs."""
+        return sum(port.queued_bytes for port in self.hub.ports)
+
     async def start(self) -> None:
         """Watch the hub and start every endpoint; StartError if one cannot start."""
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         loop.add_reader(self.hub.fileno(), self.hub.poll)
+        self._watching = True
         for endpoint in self.endpoints:
             await endpoint.start()
 
@@ -110,12 +166,42 @@ class Relay:
         assert self._done is not None
         return await self._done
 
-    def close(self) -> None:
+    async def drain(self, timeout: float) -> bool:
+        """Let the hub run until every queue is empty or timeout passes; True if drained."""
+        if not self._watching:
+            return True
         loop = asyncio.get_running_loop()
-        loop.remove_reader(self.hub.fileno())
+        deadline = loop.time() + timeout
+        while self.queued_bytes():
+            if loop.time() >= deadline:
+                log.warning("stopping with %d queued bytes unsent after %.1fs",
+                            self.queued_bytes(), timeout)
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    def close(self) -> None:
+        """Close every endpoint (sockets, taps it created) and the hub; safe to repeat."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._watching:
+            asyncio.get_running_loop().remove_reader(self.hub.fileno())
+            self._watching = False
         for endpoint in self.endpoints:
-            endpoint.close()
+            try:
+                endpoint.close()
+            except Exception:
+                # One endpoint failing to clean up must not leave the others open.
+                log.exception("%s: error while closing", endpoint)
         self.hub.close()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Graceful stop: drain the queues (up to timeout), then close everything."""
+        try:
+            await self.drain(self.options.flush_timeout if timeout is None else timeout)
+        finally:
+            self.close()
 
     async def run(self, *, handle_signals: bool = True) -> int:
         """Start, run until the exit policy or a signal says so, clean up; exit status.
@@ -127,19 +213,28 @@ class Relay:
         for sig in signals:
             loop.add_signal_handler(sig, self.stop, 0)
         reporter = None
+        started = False
         try:
             await self.start()
+            started = True
             if self.options.verbosity >= 1:
-                reporter = loop.create_task(self._report())
+                reporter = loop.create_task(self.report(self._print))
             return await self.wait()
         finally:
             if reporter is not None:
                 reporter.cancel()
             for sig in signals:
                 loop.remove_signal_handler(sig)
-            self.close()
+            if started:
+                await self.shutdown()
+            else:
+                self.close()
 
-    async def _report(self) -> None:
+    @staticmethod
+    def _print(line: str) -> None:
+        print(f"fastrelay: {line}", file=sys.stderr, flush=True)
+
+    async def report(self, emit: Callable[[str], None]) -> None:
         """-v: one line of live counters per interval, only when something moved."""
         last = None
         while True:
@@ -147,7 +242,7 @@ class Relay:
             totals = self.totals()
             line = format_totals(totals, last, defaults.STATS_INTERVAL)
             if last is None or totals.as_tuple() != last.as_tuple():
-                print(f"fastrelay: {line}", file=sys.stderr, flush=True)
+                emit(line)
             last = totals
 
 
@@ -157,5 +252,3 @@ def run(targets: Sequence[Target], options: RelayOptions, *, point_to_point: boo
 
     relay = Relay(targets, options, point_to_point=point_to_point)
     return uvloop.run(relay.run())
-
-

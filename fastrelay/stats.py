@@ -1,10 +1,11 @@
-"""Counters: totals over ports, and the one-line text of -v."""
+"""Counters: totals over ports, per-endpoint and per-link snapshots, and the text of -v."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Totals", "format_totals", "COUNTERS"]
+__all__ = ["Totals", "format_totals", "COUNTERS", "EndpointStats", "LinkStats"]
 
 COUNTERS = ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes",
             "drop_queue", "drop_invalid", "drop_send")
@@ -14,7 +15,8 @@ class Totals:
     """Sums of port counters (frames, bytes, drops by reason) and the number of ports."""
 
     def __init__(self, base: Totals | None = None) -> None:
-        self.values = dict(base.values) if base else dict.fromkeys(COUNTERS, 0)
+        self.values: dict[str, int] = (dict(base.values) if base
+                                       else dict.fromkeys(COUNTERS, 0))
         self.ports = 0
 
     def add(self, port: Any) -> None:
@@ -26,6 +28,59 @@ class Totals:
 
     def __getitem__(self, name: str) -> int:
         return self.values[name]
+
+
+@dataclass
+class EndpointStats:
+    """One endpoint's counters: its ports, open and closed, plus supervision events.
+
+    Counters only grow for the life of the endpoint (and of the daemon's link, which
+    folds in the endpoints of earlier runs with `absorb`), as Prometheus counters must.
+    """
+
+    label: str                   # the target as written in the config or on the command line
+    name: str                    # what the logs call it ("tcp 127.0.0.1:5001")
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    connected: int = 0           # ports open now (a listener may have many)
+    connections: int = 0         # ports opened so far: connects and accepts
+    disconnects: int = 0         # ports closed so far, for any reason
+    reconnects: int = 0          # connections made again by the reconnect loop
+    lost_bytes: int = 0          # bytes still queued for a port when it closed (never sent)
+    queued_bytes: int = 0        # bytes queued now
+    ports: list[dict[str, Any]] = field(default_factory=list)  # open ports: name + counters
+
+    def absorb(self, earlier: EndpointStats) -> None:
+        """Add the cumulative counters of an earlier run of the same endpoint."""
+        for name in COUNTERS:
+            self.counters[name] += earlier.counters[name]
+        self.connections += earlier.connections
+        self.disconnects += earlier.disconnects
+        self.reconnects += earlier.reconnects
+        self.lost_bytes += earlier.lost_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.label, "name": self.name, **self.counters,
+                "connected": self.connected, "connections": self.connections,
+                "disconnects": self.disconnects, "reconnects": self.reconnects,
+                "lost_bytes": self.lost_bytes, "queued_bytes": self.queued_bytes,
+                "ports": self.ports}
+
+
+@dataclass
+class LinkStats:
+    """One link or hub of the daemon: its state and its endpoints' counters."""
+
+    name: str
+    kind: str                    # "link" or "hub"
+    state: str                   # "starting", "up", "restarting", "failed", "stopped"
+    restarts: int                # times its relay was started again after failing or ending
+    error: str | None            # why it last failed, if it did
+    endpoints: list[EndpointStats]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "state": self.state,
+                "restarts": self.restarts, "error": self.error,
+                "endpoints": [e.as_dict() for e in self.endpoints]}
 
 
 def _size(n: float) -> str:

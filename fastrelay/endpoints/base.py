@@ -28,6 +28,7 @@ class Endpoint(abc.ABC):
         self.target = target
         self.relay = relay
         self.closed = False
+        self.reconnects = 0  # connections made again after a loss (kinds that reconnect)
 
     def __str__(self) -> str:
         return str(self.target)

@@ -52,7 +52,6 @@ class StreamClientEndpoint(Endpoint):
     def __init__(self, target: TCPTarget | UnixTarget, relay: Relay) -> None:
         super().__init__(target, relay)
         self.backoff = Backoff(**relay.options.backoff)
-        self.reconnects = 0
         self._retry: asyncio.Task[None] | None = None
 
     def __str__(self) -> str:
@@ -120,7 +119,9 @@ class StreamClientEndpoint(Endpoint):
             try:
                 await self._connect()
             except StartError as exc:
-                log.info("%s; retrying", exc)
+                # The first failure was logged as a warning; repeating it every few
+                # seconds would flood a service's journal.
+                log.debug("%s; retrying", exc)
                 continue
             self.reconnects += 1
             log.info("%s: reconnected", self)
