@@ -8,7 +8,10 @@ import sys
 from typing import Sequence
 
 from . import __version__, defaults
-from .errors import RelayError
+from .config import load_config, parse_size
+from .control import query
+from .daemon import run_daemon, setup_daemon_logging
+from .errors import ConfigError, RelayError
 from .relay import RelayOptions, run
 from .targets import TARGET_HELP, Target, TCPListenTarget, parse_listen, parse_target
 
@@ -17,7 +20,11 @@ __all__ = ["main", "build_parser"]
 USAGE = """\
 fastrelay [-v]... [options] SRC DEST          point to point (netrelay SRC DEST)
        fastrelay [-v]... [options] -l LISTEN [TARGET...]  hub (netrelay -l PORT TARGET...)
-       fastrelay                                    hub on 127.0.0.1:%d, no configuration""" % (
+       fastrelay                                    hub on 127.0.0.1:%d, no configuration
+       fastrelay [-v]... --config FILE              daemon: every link and hub of FILE
+       fastrelay --check FILE                       validate FILE, start nothing
+       fastrelay stats [--control PATH | --config FILE] [--prometheus]
+                                                    counters of the running daemon""" % (
     defaults.DEFAULT_HUB_PORT)
 
 EPILOG = TARGET_HELP + """
@@ -26,6 +33,11 @@ EPILOG = TARGET_HELP + """
 In a hub every frame goes to every other port, never back to its sender; a slow port
 loses its own frames (counted) and slows nobody. Point to point exits 0 when a side ends,
 unless --reconnect is given.
+
+The daemon (--config) runs many links and hubs in one process: TCP clients reconnect,
+listeners keep accepting, a failing link never stops the others; SIGHUP reloads FILE
+(unchanged links keep their connections), SIGTERM drains queues and exits 0. See
+examples/fastrelay.toml and the README's "Daemon" section.
 
 examples:
   fastrelay -l 5000
@@ -39,15 +51,19 @@ examples:
 
 
 def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    text = text.strip().lower().removesuffix("ib").removesuffix("b")
-    scale = units.get(text[-1:], 1)
     try:
-        value = int(float(text[:-1] if text[-1:] in units else text) * scale)
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("size must be >= 0")
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
     return value
 
 
@@ -71,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="longest frame accepted (default 69632, qemu's limit)")
     parser.add_argument("--bind", metavar="ADDR",
                         help="local address for UDP targets and -l PORT (default: every address)")
+    parser.add_argument("--reconnect-initial", type=_seconds, metavar="SECONDS",
+                        help="first reconnect delay (default %s); doubles after each failure"
+                             % defaults.RECONNECT_INITIAL)
+    parser.add_argument("--reconnect-max", type=_seconds, metavar="SECONDS",
+                        help="longest reconnect delay, jitter included (default %s)"
+                             % defaults.RECONNECT_MAX)
+    parser.add_argument("--config", metavar="FILE",
+                        help="run every link and hub of the TOML file FILE (daemon)")
+    parser.add_argument("--check", metavar="FILE",
+                        help="validate the config file FILE and exit (0 if valid)")
+    parser.add_argument("--control", metavar="PATH",
+                        help="with `stats`: the daemon's control socket "
+                             f"(default: from --config, else {defaults.CONTROL_SOCKET})")
+    parser.add_argument("--prometheus", action="store_true",
+                        help="with `stats`: Prometheus text instead of JSON")
     parser.add_argument("--version", action="version", version=f"fastrelay {__version__}")
     return parser
 
@@ -85,9 +116,79 @@ def _setup_logging(verbosity: int) -> None:
                     logging.INFO if verbosity >= 2 else logging.WARNING)
 
 
+# Options that set link behaviour: the daemon takes them from its config file instead.
+_LINK_OPTIONS = ("listen", "reconnect", "queue", "max_frame", "bind", "reconnect_initial",
+                 "reconnect_max")
+
+
+def _link_options_given(args: argparse.Namespace) -> list[str]:
+    return ["--" + name.replace("_", "-") if name != "listen" else "-l"
+            for name in _LINK_OPTIONS if getattr(args, name) not in (None, False)]
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """--check FILE: validate, print a summary or every problem; 0 when valid."""
+    if args.targets or args.config or _link_options_given(args):
+        parser.error("--check FILE takes no other arguments")
+    try:
+        config = load_config(args.check)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_status
+    names = ", ".join(f"{s.kind} {s.name}" for s in config.links.values()) or "none"
+    print(f"{config.path}: OK: {len(config.links)} links and hubs ({names})")
+    if config.needs_net_admin:
+        print(f"{config.path}: taps or bridges are configured: the daemon needs CAP_NET_ADMIN")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    """`fastrelay stats`: ask the running daemon for its counters, print them."""
+    path = args.control
+    if path is None and args.config is not None:
+        config = load_config(args.config)
+        if config.daemon.control is None:
+            raise RelayError(f"{args.config}: no [daemon] control socket configured")
+        path = config.daemon.control
+    answer = query(path or defaults.CONTROL_SOCKET, "metrics" if args.prometheus else "stats")
+    sys.stdout.write(answer)
+    return 0
+
+
+def _daemon(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """--config FILE: validate, then run every link and hub of FILE until stopped."""
+    if args.targets:
+        parser.error("--config FILE takes no targets (the links are in FILE)")
+    given = _link_options_given(args)
+    if given:
+        parser.error(f"{', '.join(given)}: with --config, set link options in the file")
+    config = load_config(args.config)
+    setup_daemon_logging(args.verbosity)
+    return run_daemon(config, args.verbosity)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        if args.check is not None:
+            return _check(parser, args)
+        # `fastrelay stats` alone is no netrelay form (one target, no -l), so the word
+        # can name the command without changing what any netrelay command line means.
+        if args.targets == ["stats"] and args.listen is None:
+            return _stats(args)
+        if args.control is not None or args.prometheus:
+            parser.error("--control and --prometheus go with `fastrelay stats`")
+        if args.config is not None:
+            return _daemon(parser, args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_status
+    except RelayError as exc:
+        print(f"fastrelay: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
     _setup_logging(args.verbosity)
     options = RelayOptions(verbosity=args.verbosity, reconnect=args.reconnect, bind=args.bind)
     if args.queue is not None:
@@ -96,6 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 14 <= args.max_frame <= 69632:
             parser.error("--max-frame must be within 14..69632")
         options.max_frame = args.max_frame
+    if args.reconnect_initial is not None:
+        options.backoff["initial"] = args.reconnect_initial
+    if args.reconnect_max is not None:
+        options.backoff["maximum"] = args.reconnect_max
+        options.backoff.setdefault("initial", min(defaults.RECONNECT_INITIAL,
+                                                  args.reconnect_max))
+    if options.backoff.get("maximum", defaults.RECONNECT_MAX) < options.backoff.get(
+            "initial", defaults.RECONNECT_INITIAL):
+        parser.error("--reconnect-max must be >= --reconnect-initial")
     try:
         targets: list[Target] = [parse_target(t) for t in args.targets]
         if args.listen is not None:

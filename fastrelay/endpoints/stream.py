@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import stat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._core import StreamPort
 from ..backoff import Backoff
@@ -59,7 +59,7 @@ class StreamClientEndpoint(Endpoint):
             return f"unix {_show_path(self.target.path)}"
         return str(self.target)
 
-    async def _addresses(self) -> list[tuple[int, object]]:
+    async def _addresses(self) -> list[tuple[int, tuple[Any, ...] | str]]:
         if isinstance(self.target, UnixTarget):
             return [(socket.AF_UNIX, self.target.path)]
         loop = asyncio.get_running_loop()

@@ -1,0 +1,497 @@
+"""Config file: reads the daemon's TOML into validated link specs, with errors at key and line.
+
+The format (README "Daemon" has a full example)::
+
+    [daemon]                     # optional
+    metrics = "127.0.0.1:9750"   # HTTP listener: /metrics (Prometheus), /stats (JSON)
+    control = "/run/fastrelay/control.sock"   # unix socket for `fastrelay stats`
+    stop_timeout = 2.0           # seconds queued frames may take to drain on SIGTERM
+
+    [defaults]                   # optional: options for every link and hub
+    reconnect = true
+
+    [link.NAME]                  # point to point: exactly two endpoints
+    endpoints = ["127.0.0.1:5001", "6000:127.0.0.1:6001"]
+
+    [hub.NAME]                   # a hub: any number of endpoints, plus an optional -l
+    listen = "127.0.0.1:5000"
+    endpoints = ["relay2.example:5000"]
+
+Endpoints use the command line's target syntax (targets.py), except `-` (stdio). Options
+(in [defaults] or a link/hub): reconnect, reconnect_initial, reconnect_max,
+reconnect_factor, reconnect_jitter, connect_timeout, queue, max_frame, bind.
+
+tomllib reports syntax errors with a line but knows nothing of keys once parsed, so the
+line of each key is found here by scanning the text (`KeyLines`); a problem is reported
+as `FILE:LINE: dotted.key: what is wrong`, every problem of the file at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from . import defaults
+from ._core import FRAME_MAX_LEN, FRAME_MIN_LEN, QUEUE_DEFAULT_BYTES
+from .errors import ConfigError, ConfigProblem, TargetError
+from .relay import RelayOptions
+from .targets import (BridgeTarget, StdioTarget, TapTarget, Target, TCPListenTarget,
+                      UDPTarget, UnixDgramTarget, UnixListenTarget, parse_listen,
+                      parse_target)
+
+__all__ = ["Config", "DaemonSettings", "LinkOptions", "LinkSpec", "load_config",
+           "parse_config", "parse_size", "parse_hostport"]
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+
+
+def parse_size(text: str) -> int:
+    """'4M', '512k', '65536', '1.5MiB' -> bytes; ValueError if not a size >= 0."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    scale = units.get(t[-1:], 1)
+    try:
+        value = int(float(t[:-1] if t[-1:] in units else t) * scale)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (e.g. 4M, 512k, 65536)") from None
+    if value < 0:
+        raise ValueError("a size must be >= 0")
+    return value
+
+
+def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """'HOST:PORT', '[V6]:PORT' or 'PORT' (on default_host) -> (host, port); ValueError."""
+    target = parse_listen(text)
+    if not isinstance(target, TCPListenTarget):
+        raise ValueError("expected HOST:PORT, [IPV6]:PORT or PORT")
+    return (target.host if target.host is not None else default_host), target.port
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """Per-link options, defaults applied; equal options mean an unchanged link on reload."""
+
+    reconnect: bool = True
+    reconnect_initial: float = defaults.RECONNECT_INITIAL
+    reconnect_max: float = defaults.RECONNECT_MAX
+    reconnect_factor: float = defaults.RECONNECT_FACTOR
+    reconnect_jitter: float = defaults.RECONNECT_JITTER
+    connect_timeout: float = 5.0
+    queue: int = QUEUE_DEFAULT_BYTES
+    max_frame: int = FRAME_MAX_LEN
+    bind: str | None = None
+
+    def relay_options(self, verbosity: int = 0) -> RelayOptions:
+        """The RelayOptions a link with these options runs with."""
+        return RelayOptions(
+            verbosity=verbosity, reconnect=self.reconnect, queue_bytes=self.queue,
+            max_frame=self.max_frame, bind=self.bind, connect_timeout=self.connect_timeout,
+            backoff={"initial": self.reconnect_initial, "maximum": self.reconnect_max,
+                     "factor": self.reconnect_factor, "jitter": self.reconnect_jitter})
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """One named link (point to point) or hub, as the config file defines it."""
+
+    name: str
+    kind: str                       # "link" (point to point) or "hub"
+    endpoints: tuple[str, ...]      # as written; a hub's `listen = "X"` first, as "listen:X"
+    targets: tuple[Target, ...]     # the same, parsed
+    options: LinkOptions
+    line: int | None = field(default=None, compare=False)  # moving a link is no change
+
+    @property
+    def point_to_point(self) -> bool:
+        return self.kind == "link"
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The [daemon] table: services of the process itself."""
+
+    metrics: tuple[str, int] | None = None   # HTTP listener for /metrics and /stats
+    control: str | None = None               # unix socket path for `fastrelay stats`
+    stop_timeout: float = defaults.STOP_FLUSH_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config file."""
+
+    path: str
+    daemon: DaemonSettings
+    links: dict[str, LinkSpec]
+
+    @property
+    def needs_net_admin(self) -> bool:
+        """True when a link creates or attaches taps (the daemon then needs CAP_NET_ADMIN)."""
+        return any(isinstance(t, (BridgeTarget, TapTarget))
+                   for spec in self.links.values() for t in spec.targets)
+
+
+# -- where keys are -------------------------------------------------------------------------
+
+_BARE = r"[A-Za-z0-9_-]+"
+_BASIC = r'"(?:[^"\\]|\\.)*"'
+_LITERAL = r"'[^']*'"
+_KEY = rf"(?:{_BARE}|{_BASIC}|{_LITERAL})"
+_DOTTED = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
+_HEADER_RE = re.compile(rf"\s*\[\[?\s*({_DOTTED})\s*\]\]?\s*(?:#.*)?$")
+_KEYLINE_RE = re.compile(rf"\s*({_DOTTED})\s*=")
+_KEYPART_RE = re.compile(_KEY)
+
+
+def _split_key(dotted: str) -> tuple[str, ...]:
+    parts = []
+    for m in _KEYPART_RE.finditer(dotted):
+        part = m.group(0)
+        if part[0] == '"':
+            part = part[1:-1].encode().decode("unicode_escape")
+        elif part[0] == "'":
+            part = part[1:-1]
+        parts.append(part)
+    return tuple(parts)
+
+
+class KeyLines:
+    """The line (1-based) where each table header and key of a TOML text is written.
+
+    A scan of the text, not a parser: it follows table headers and `key =` lines, and
+    skips multi-line strings. Keys inside inline tables are found by their enclosing key.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.index: dict[tuple[str, ...], int] = {}
+        table: tuple[str, ...] = ()
+        in_multiline: str | None = None
+        for number, line in enumerate(self.lines, 1):
+            if in_multiline is not None:
+                if line.count(in_multiline) % 2:
+                    in_multiline = None
+                continue
+            header = _HEADER_RE.match(line)
+            if header:
+                table = _split_key(header.group(1))
+                self.index.setdefault(table, number)
+                continue
+            keyline = _KEYLINE_RE.match(line)
+            if keyline:
+                self.index.setdefault(table + _split_key(keyline.group(1)), number)
+            for quote in ('"""', "'''"):
+                if line.count(quote) % 2:
+                    in_multiline = quote
+                    break
+
+    def find(self, path: tuple[str, ...]) -> int | None:
+        """The line of path, or of its longest prefix that is written in the text."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.index:
+                return self.index[path[:end]]
+        return None
+
+    def find_item(self, path: tuple[str, ...], value: str) -> int | None:
+        """The line of one string item of the array at path (it may span lines)."""
+        start = self.find(path)
+        if start is None:
+            return None
+        quoted = ('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"', f"'{value}'")
+        for number in range(start, min(len(self.lines), start + 200) + 1):
+            if any(q in self.lines[number - 1] for q in quoted):
+                return number
+        return start
+
+
+# -- validation ------------------------------------------------------------------------------
+
+_OPTION_KEYS = ("reconnect", "reconnect_initial", "reconnect_max", "reconnect_factor",
+                "reconnect_jitter", "connect_timeout", "queue", "max_frame", "bind")
+_DAEMON_KEYS = ("metrics", "control", "stop_timeout")
+
+
+def _show_key(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = part if re.fullmatch(_BARE, part) else '"' + part.replace('"', '\\"') + '"'
+            out += ("." if out else "") + text
+    return out
+
+
+class _Checker:
+    """Walks the parsed document, collecting problems with their lines."""
+
+    def __init__(self, text: str) -> None:
+        self.where = KeyLines(text)
+        self.problems: list[ConfigProblem] = []
+
+    def problem(self, path: tuple[str | int, ...], message: str, item: str | None = None) -> None:
+        keys = tuple(p for p in path if isinstance(p, str))
+        line = self.where.find_item(keys, item) if item is not None else self.where.find(keys)
+        self.problems.append(ConfigProblem(line, _show_key(path), message))
+
+    def table(self, doc: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+        value = doc.get(path[-1])
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.problem(path, f"must be a table ([{_show_key(path)}]), "
+                               f"not {_type_name(value)}")
+            return None
+        return value
+
+    def unknown(self, table: dict[str, Any], path: tuple[str, ...], known: tuple[str, ...]) -> None:
+        for key in table:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, 1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+                self.problem(path + (key,), f"unknown key ({hint})")
+
+    def number(self, table: dict[str, Any], path: tuple[str, ...], key: str, default: float,
+               low: float, high: float | None = None, low_open: bool = False) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(path + (key,), f"must be a number, not {_type_name(value)}")
+            return default
+        if value < low or (low_open and value == low) or (high is not None and value > high):
+            span = (f"> {low}" if low_open else f">= {low}") if high is None else f"{low}..{high}"
+            self.problem(path + (key,), f"{value} is out of range ({span})")
+            return default
+        return float(value)
+
+    def options(self, table: dict[str, Any], path: tuple[str, ...], base: LinkOptions) -> LinkOptions:
+        """The options set in table over base."""
+        values: dict[str, Any] = {}
+        if "reconnect" in table:
+            if isinstance(table["reconnect"], bool):
+                values["reconnect"] = table["reconnect"]
+            else:
+                self.problem(path + ("reconnect",), "must be true or false, not "
+                                                    f"{_type_name(table['reconnect'])}")
+        for key, low, high, low_open in (("reconnect_initial", 0.0, None, True),
+                                         ("reconnect_max", 0.0, None, True),
+                                         ("reconnect_factor", 1.0, None, False),
+                                         ("reconnect_jitter", 0.0, 1.0, False),
+                                         ("connect_timeout", 0.0, None, True)):
+            if key in table:
+                values[key] = self.number(table, path, key, getattr(base, key), low, high,
+                                          low_open)
+        if "queue" in table:
+            queue = table["queue"]
+            if isinstance(queue, str):
+                try:
+                    values["queue"] = parse_size(queue)
+                except ValueError as exc:
+                    self.problem(path + ("queue",), str(exc))
+            elif isinstance(queue, int) and not isinstance(queue, bool) and queue >= 0:
+                values["queue"] = queue
+            else:
+                self.problem(path + ("queue",), "must be a size in bytes (65536, \"4M\")")
+        if "max_frame" in table:
+            mf = table["max_frame"]
+            if (isinstance(mf, bool) or not isinstance(mf, int)
+                    or not FRAME_MIN_LEN <= mf <= FRAME_MAX_LEN):
+                self.problem(path + ("max_frame",), f"must be an integer within "
+                                                    f"{FRAME_MIN_LEN}..{FRAME_MAX_LEN}")
+            else:
+                values["max_frame"] = mf
+        if "bind" in table:
+            bind = table["bind"]
+            try:
+                if not isinstance(bind, str):
+                    raise ValueError
+                ipaddress.ip_address(bind)
+                values["bind"] = bind
+            except ValueError:
+                self.problem(path + ("bind",), "must be an IP address as a string "
+                                               "(\"0.0.0.0\", \"::1\")")
+        merged = {**base.__dict__, **values}
+        if merged["reconnect_max"] < merged["reconnect_initial"]:
+            self.problem(path + ("reconnect_max",), "must be >= reconnect_initial "
+                                                    f"({merged['reconnect_initial']})")
+            merged["reconnect_max"] = merged["reconnect_initial"]
+        return LinkOptions(**merged)
+
+    def targets(self, table: dict[str, Any], path: tuple[str, ...]) -> list[tuple[str, Target]]:
+        raw = table.get("endpoints", [])
+        if not isinstance(raw, list):
+            self.problem(path + ("endpoints",), "must be a list of targets, e.g. "
+                                                "[\"127.0.0.1:5001\", \"6000:127.0.0.1:6001\"]")
+            return []
+        out: list[tuple[str, Target]] = []
+        for i, text in enumerate(raw):
+            if not isinstance(text, str):
+                self.problem(path + ("endpoints", i), f"must be a target string, not "
+                                                      f"{_type_name(text)}")
+                continue
+            try:
+                target = parse_target(text)
+            except TargetError as exc:
+                self.problem(path + ("endpoints", i), exc.reason, item=text)
+                continue
+            if isinstance(target, StdioTarget):
+                self.problem(path + ("endpoints", i), "'-' (stdio) is for the command line "
+                                                      "only", item=text)
+                continue
+            out.append((text, target))
+        return out
+
+
+def _type_name(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _claims(spec: LinkSpec) -> Iterator[tuple[str, str, Any]]:
+    """The local resources spec binds: (kind, host or path, port), for clash checks."""
+    for text, target in zip(spec.endpoints, spec.targets):
+        if isinstance(target, TCPListenTarget):
+            yield text, "tcp", (target.host or spec.options.bind, target.port)
+        elif isinstance(target, UDPTarget):
+            yield text, "udp", (spec.options.bind, target.lport)
+        elif isinstance(target, UnixListenTarget):
+            yield text, "unix", target.path
+        elif isinstance(target, UnixDgramTarget):
+            yield text, "unix", target.local
+
+
+def _clash(kind: str, a: Any, b: Any) -> bool:
+    if kind == "unix":
+        return bool(a == b)
+    (host_a, port_a), (host_b, port_b) = a, b
+    return bool(port_a == port_b and (host_a is None or host_b is None or host_a == host_b))
+
+
+def _link(check: _Checker, kind: str, name: str, table: Any, base: LinkOptions,
+          links: dict[str, LinkSpec]) -> LinkSpec | None:
+    """The spec of [kind.name], or None (problems recorded) when it cannot be built."""
+    path = (kind, name)
+    if not _NAME.match(name):
+        check.problem(path, "a name is 1-64 letters, digits, '_', '.' or '-'")
+        return None
+    if not isinstance(table, dict):
+        check.problem(path, f"must be a table ([{kind}.{name}]), not {_type_name(table)}")
+        return None
+    if name in links:
+        check.problem(path, f"the name is already used by [{links[name].kind}.{name}] "
+                            "(links and hubs share one set of names)")
+        return None
+    check.unknown(table, path, ("endpoints",) + _OPTION_KEYS + (("listen",) if kind == "hub"
+                                                                  else ()))
+    pairs = check.targets(table, path)
+    if kind == "hub" and "listen" in table:
+        listen = table["listen"]
+        try:
+            if not isinstance(listen, str):
+                raise TargetError(repr(listen), f"must be a string, not {_type_name(listen)}")
+            target = parse_listen(listen)
+            # Written as the equivalent target, so every endpoint text is a valid target.
+            text = ("listen:" + listen if isinstance(target, TCPListenTarget)
+                    else "unix-listen:" + listen.removeprefix("unix:"))
+            pairs.insert(0, (text, target))
+        except TargetError as exc:
+            check.problem(path + ("listen",), exc.reason)
+    raw = table.get("endpoints", [])
+    count = len(raw) if isinstance(raw, list) else None
+    if kind == "link" and count is not None and count != 2:
+        check.problem(path + ("endpoints",) if "endpoints" in table else path,
+                      f"a link has exactly two endpoints, not {count} (use [hub.{name}] "
+                      f"for more)")
+    if kind == "hub" and count == 0 and "listen" not in table:
+        check.problem(path, "a hub needs `listen` or at least one endpoint")
+    options = check.options(table, path, base)
+    return LinkSpec(name, kind, tuple(t for t, _ in pairs), tuple(t for _, t in pairs),
+                    options, line=check.where.find(path))
+
+
+def parse_config(text: str, path: str = "<config>") -> Config:
+    """Validate a config text; ConfigError with every problem found."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        if m:
+            raise ConfigError(path, [ConfigProblem(int(m.group(1)), "",
+                                                   f"TOML syntax: {message} "
+                                                   f"(column {m.group(2)})")]) from None
+        raise ConfigError(path, [ConfigProblem(None, "", f"TOML syntax: {message}")]) from None
+    check = _Checker(text)
+    check.unknown(doc, (), ("daemon", "defaults", "link", "hub"))
+
+    daemon = DaemonSettings()
+    dtable = check.table(doc, ("daemon",))
+    if dtable is not None:
+        check.unknown(dtable, ("daemon",), _DAEMON_KEYS)
+        metrics = None
+        if "metrics" in dtable:
+            value = dtable["metrics"]
+            try:
+                if not isinstance(value, str):
+                    raise ValueError("expected a string")
+                metrics = parse_hostport(value)
+            except (ValueError, TargetError) as exc:
+                reason = exc.reason if isinstance(exc, TargetError) else str(exc)
+                check.problem(("daemon", "metrics"), f"{reason} (e.g. \"127.0.0.1:9750\")")
+        control = dtable.get("control")
+        if control is not None and (not isinstance(control, str) or not control):
+            check.problem(("daemon", "control"), "must be a socket path as a string")
+            control = None
+        stop = check.number(dtable, ("daemon",), "stop_timeout", defaults.STOP_FLUSH_TIMEOUT,
+                            0.0, 60.0)
+        daemon = DaemonSettings(metrics=metrics, control=control, stop_timeout=stop)
+
+    base = LinkOptions()
+    deftable = check.table(doc, ("defaults",))
+    if deftable is not None:
+        check.unknown(deftable, ("defaults",), _OPTION_KEYS)
+        base = check.options(deftable, ("defaults",), base)
+
+    links: dict[str, LinkSpec] = {}
+    keys: dict[str, tuple[str, ...]] = {}  # link name -> key of each endpoint, for errors
+    for kind in ("link", "hub"):
+        group = check.table(doc, (kind,))
+        if group is None:
+            continue
+        for name, table in group.items():
+            spec = _link(check, kind, name, table, base, links)
+            if spec is not None:
+                links[name] = spec
+                keys[name] = (("listen",) if kind == "hub" and "listen" in table else ()) + \
+                    ("endpoints",) * len(spec.endpoints)
+
+    seen: list[tuple[str, str, str, Any]] = []
+    for spec in links.values():
+        for (text, kind, key), where in zip(_claims(spec), keys[spec.name]):
+            for other_name, other_text, other_kind, other_key in seen:
+                if other_kind == kind and _clash(kind, key, other_key):
+                    check.problem((spec.kind, spec.name, where),
+                                  f"{text!r} binds what {other_text!r} of {other_name!r} binds",
+                                  item=text)
+            seen.append((spec.name, text, kind, key))
+    if check.problems:
+        check.problems.sort(key=lambda p: p.line if p.line is not None else 1 << 30)
+        raise ConfigError(path, check.problems)
+    return Config(path, daemon, links)
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the config file at path; ConfigError if unreadable or invalid."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ConfigError(path, [ConfigProblem(None, "", f"cannot read: "
+                                                         f"{exc.strerror or exc}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [ConfigProblem(None, "", f"not UTF-8: {exc}")]) from None
+    return parse_config(text, path)

@@ -1,0 +1,181 @@
+"""Metrics: the daemon's counters as Prometheus text, served with JSON over a tiny HTTP listener.
+
+The Prometheus text exposition format (version 0.0.4) is written by hand: it is a few
+lines per metric family, and the `prometheus-client` package would add a dependency and
+a registry of its own for numbers the links already keep. Counters are per link and
+endpoint (the target as written in the config), summed over every port the endpoint
+has had, so they never go down while the link runs; the open ports are in the JSON.
+
+HTTP: `GET /metrics` (Prometheus), `GET /stats` (JSON, as `fastrelay stats`). HTTP/1.0,
+one request per connection: scrapers need no more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Callable, Iterable
+
+from . import __version__, defaults
+from .errors import StartError
+from .stats import LinkStats
+
+log = logging.getLogger("fastrelay")
+
+__all__ = ["render_prometheus", "stats_document", "MetricsServer", "CONTENT_TYPE"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# name, type, help, how to read the value from an EndpointStats, extra labels.
+_ENDPOINT_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
+    ("fastrelay_received_frames_total", "counter",
+     "Frames received from the endpoint's peers.", "rx_frames", {}),
+    ("fastrelay_received_bytes_total", "counter",
+     "Frame bytes received from the endpoint's peers.", "rx_bytes", {}),
+    ("fastrelay_sent_frames_total", "counter",
+     "Frames sent (or queued to send) to the endpoint's peers.", "tx_frames", {}),
+    ("fastrelay_sent_bytes_total", "counter",
+     "Frame bytes sent (or queued to send) to the endpoint's peers.", "tx_bytes", {}),
+    ("fastrelay_dropped_frames_total", "counter",
+     "Frames dropped, by reason: queue_full (the peer is slower than the others), "
+     "invalid (malformed frame received), send_error (refused by the kernel).",
+     "drop_queue", {"reason": "queue_full"}),
+    ("fastrelay_dropped_frames_total", "counter", "", "drop_invalid", {"reason": "invalid"}),
+    ("fastrelay_dropped_frames_total", "counter", "", "drop_send", {"reason": "send_error"}),
+    ("fastrelay_lost_on_close_bytes_total", "counter",
+     "Bytes still queued for a peer when its connection closed (never sent).",
+     "lost_bytes", {}),
+    ("fastrelay_connections_total", "counter",
+     "Connections opened by the endpoint: connects and accepts.", "connections", {}),
+    ("fastrelay_disconnects_total", "counter",
+     "Connections of the endpoint that closed, for any reason.", "disconnects", {}),
+    ("fastrelay_reconnects_total", "counter",
+     "Connections made again by the reconnect loop after a loss.", "reconnects", {}),
+    ("fastrelay_peers_connected", "gauge",
+     "Peers (ports) the endpoint has open now.", "connected", {}),
+    ("fastrelay_queued_bytes", "gauge",
+     "Bytes waiting in the endpoint's send queues now.", "queued_bytes", {}),
+)
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format wants it: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+def _endpoint_value(stats: Any, field: str) -> int:
+    value = stats.counters.get(field)
+    return int(value if value is not None else getattr(stats, field))
+
+
+def render_prometheus(links: Iterable[LinkStats]) -> str:
+    """The Prometheus text exposition of the links' counters (one family block per name)."""
+    links = list(links)
+    families: dict[str, tuple[str, str, list[str]]] = {}
+
+    def sample(name: str, kind: str, text: str, labels: dict[str, str], value: float) -> None:
+        family = families.setdefault(name, (kind, text, []))
+        shown = repr(value) if isinstance(value, float) else str(value)
+        family[2].append(f"{name}{_labels(labels)} {shown}")
+
+    sample("fastrelay_build_info", "gauge", "Version of the running fastrelay.",
+           {"version": __version__}, 1)
+    for link in links:
+        base = {"link": link.name}
+        sample("fastrelay_link_up", "gauge",
+               "1 when the link or hub is running, 0 while it is being restarted or failed.",
+               {**base, "kind": link.kind}, 1 if link.state == "up" else 0)
+        sample("fastrelay_link_restarts_total", "counter",
+               "Times the link or hub was started again after failing or ending.",
+               base, link.restarts)
+    for name, kind, text, field, extra in _ENDPOINT_METRICS:
+        for link in links:
+            for endpoint in link.endpoints:
+                labels = {"link": link.name, "endpoint": endpoint.label, **extra}
+                sample(name, kind, text or families.get(name, ("", "", []))[1], labels,
+                       _endpoint_value(endpoint, field))
+        if name not in families:  # no link: still declare the family
+            families[name] = (kind, text, [])
+    out = []
+    for name, (kind, text, samples) in families.items():
+        out.append(f"# HELP {name} {text}")
+        out.append(f"# TYPE {name} {kind}")
+        out.extend(samples)
+    return "\n".join(out) + "\n"
+
+
+def stats_document(links: Iterable[LinkStats], uptime: float) -> dict[str, Any]:
+    """The JSON document of `fastrelay stats` and `GET /stats`."""
+    return {"version": __version__, "uptime": round(uptime, 3),
+            "links": [link.as_dict() for link in links]}
+
+
+class MetricsServer:
+    """The optional HTTP listener: /metrics and /stats, read from snapshot() on each request."""
+
+    def __init__(self, address: tuple[str, int], snapshot: Callable[[], list[LinkStats]],
+                 uptime: Callable[[], float]) -> None:
+        self.address = address
+        self.snapshot = snapshot
+        self.uptime = uptime
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        host, port = self.address
+        try:
+            self.server = await asyncio.start_server(self._serve, host, port,
+                                                     reuse_address=True)
+        except OSError as exc:
+            raise StartError(f"metrics listener {host}:{port}",
+                             f"cannot listen: {exc.strerror or exc}") from None
+        log.info("metrics on http://%s/metrics and /stats",
+                 f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, ctype, body, head = await asyncio.wait_for(self._handle(reader),
+                                                               defaults.REQUEST_TIMEOUT)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError, ValueError):
+            writer.close()  # a broken or slow client: nothing worth answering
+            return
+        data = body.encode()
+        writer.write(f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\n"
+                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode())
+        if not head:
+            writer.write(data)
+        try:
+            await writer.drain()
+        except ConnectionError:
+            pass  # the scraper went away: its loss
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader) -> tuple[str, str, str, bool]:
+        """Read one request; (status, content type, body, is HEAD)."""
+        request = (await reader.readuntil(b"\n")).decode("latin-1").split()
+        while (await reader.readuntil(b"\n")).strip():
+            pass  # headers: none matter here
+        if len(request) < 2:
+            return "400 Bad Request", "text/plain", "bad request\n", False
+        method, target = request[0], request[1].split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", "text/plain", "GET or HEAD only\n", False
+        head = method == "HEAD"
+        if target == "/metrics":
+            return "200 OK", CONTENT_TYPE, render_prometheus(self.snapshot()), head
+        if target in ("/stats", "/stats.json"):
+            body = json.dumps(stats_document(self.snapshot(), self.uptime()), indent=1)
+            return "200 OK", "application/json", body + "\n", head
+        return "404 Not Found", "text/plain", "try /metrics or /stats\n", head
