@@ -1,6 +1,7 @@
 # Declarations of the compiled data plane, one include per part (uvloop's layout).
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from fastrelay.includes.system cimport *
+from fastrelay.includes.tun cimport *
 
 include "dataplane/consts.pxi"
 include "dataplane/batch.pxd"
@@ -11,3 +12,4 @@ include "dataplane/hub.pxd"
 include "dataplane/dgram.pxd"
 include "dataplane/stream.pxd"
 include "dataplane/stdio.pxd"
+include "dataplane/tap.pxd"

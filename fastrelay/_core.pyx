@@ -16,6 +16,7 @@ include "dataplane/hub.pyx"
 include "dataplane/dgram.pyx"
 include "dataplane/stream.pyx"
 include "dataplane/stdio.pyx"
+include "dataplane/tap.pyx"
 
 FRAME_MIN_LEN = FRAME_MIN
 FRAME_MAX_LEN = FRAME_MAX
@@ -23,6 +24,7 @@ DGRAM_MAX_LEN = DGRAM_MAX
 QUEUE_DEFAULT_BYTES = QUEUE_DEFAULT
 
 __all__ = (
-    "Hub", "Port", "StreamPort", "DatagramPort", "StdioPort", "FrameReassembler",
+    "Hub", "Port", "StreamPort", "DatagramPort", "StdioPort", "TapPort", "FrameReassembler",
     "FrameError", "FRAME_MIN_LEN", "FRAME_MAX_LEN", "DGRAM_MAX_LEN", "QUEUE_DEFAULT_BYTES",
+    "TUN_CONSTANTS",
 )

@@ -7,8 +7,19 @@ from libc.stdint cimport uint32_t
 # sent `rec[i]` for `HDR_LEN + length[i]` bytes and a datagram peer `rec[i] + HDR_LEN`.
 # The memory belongs to the reading port and is valid only until Hub.forward() returns:
 # a port that cannot send at once copies what it keeps into its own Backlog.
+#
+# `vnet` is an optional side array for frames read from a tap with IFF_VNET_HDR: vnet[i] is
+# record i's virtio_net_hdr (checksum and GSO metadata), kept apart so that the record
+# layout every other port relies on does not change. NULL means "plain frames" (every
+# non-tap source). Owner and lifetime are those of `rec`: the reading port's memory, valid
+# until Hub.forward() returns; the reader sets it after new_batch() and resets it to NULL
+# once forward() has returned (new_batch() predates it and does not touch it). Only a tap
+# port reads it; others send the frame alone, so a source never leaves a frame that needs
+# its header (a GSO super-frame, a checksum left to fill) in a batch while a plain port is
+# attached: it completes or drops it first (see tap.pyx).
 ctypedef struct FrameBatch:
     char **rec           # start of each record (its length header)
     uint32_t *length     # frame length of each record (header excluded)
     Py_ssize_t count     # records in use
     Py_ssize_t nbytes    # sum of frame lengths (headers excluded), for counters
+    virtio_net_hdr_mrg_rxbuf *vnet  # NULL, or one vnet header per record (see above)
