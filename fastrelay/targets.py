@@ -94,9 +94,11 @@ class UnixDgramTarget:
 
 @dataclass(frozen=True)
 class BridgeTarget:
-    """A bare interface name: a new tap enslaved to that bridge."""
+    """`BRIDGE[,OPTIONS]`, a bare interface name: a new tap enslaved to that bridge."""
 
     name: str
+    queues: int = 1          # tap queues (IFF_MULTI_QUEUE when > 1), one fd each
+    offload: bool = True     # allow GSO offloads where every peer is a tap ("offload=off")
 
     def __str__(self) -> str:
         return f"bridge {self.name}"
@@ -104,9 +106,11 @@ class BridgeTarget:
 
 @dataclass(frozen=True)
 class TapTarget:
-    """`tap:NAME`: an existing (e.g. persistent, user-owned) tap device."""
+    """`tap:NAME[,OPTIONS]`: an existing (e.g. persistent, user-owned) tap device."""
 
     name: str
+    queues: int = 1
+    offload: bool = True
 
     def __str__(self) -> str:
         return f"tap {self.name}"
@@ -140,8 +144,14 @@ targets:
                          last sender)
                            qemu -netdev dgram,id=n0,local.type=unix,local.path=REMOTE,
                                 remote.type=unix,remote.path=LOCAL
-  tap:NAME               an existing tap device (a persistent tap owned by you needs no root)
-  BRIDGE                 a bridge name: a new tap is created and enslaved to it (needs root)
+  tap:NAME[,OPTS]        an existing tap device; a persistent tap made for you needs no root:
+                           ip tuntap add NAME mode tap user YOU [multi_queue]
+  BRIDGE[,OPTS]          a bridge name (br0, br-lan, vmbr0.10): a new tap with the bridge's
+                         MTU is created and enslaved to it, removed at exit (needs root)
+                         OPTS: queues=N  one descriptor per queue (a multi-queue tap)
+                               offload=off never take GSO super-frames from the kernel
+                         Taps use vnet headers as qemu's vhost-net does; between two taps
+                         (point to point) 64 KiB TSO frames pass unsegmented.
   A PATH starting with @ names an abstract unix socket."""
 
 _PORT = re.compile(r"[0-9]{1,5}\Z")
@@ -200,6 +210,24 @@ def _path(arg: str, path: str) -> str:
     return "\0" + path[1:] if path.startswith("@") else path
 
 
+def _tap_options(arg: str, text: str) -> tuple[str, int, bool]:
+    """`NAME[,queues=N][,offload=on|off]` -> (name, queues, offload)."""
+    name, *opts = text.split(",")
+    if not _IFNAME.match(name) or name in (".", ".."):
+        raise TargetError(arg, "not an address and not a valid interface name")
+    queues, offload = 1, True
+    for opt in opts:
+        key, sep, value = opt.partition("=")
+        if key == "queues" and sep and value.isdigit() and 1 <= int(value) <= 256:
+            queues = int(value)
+        elif key == "offload" and value in ("on", "off"):
+            offload = value == "on"
+        else:
+            raise TargetError(arg, f"unknown tap option {opt!r} "
+                                   f"(queues=1..256, offload=on|off)")
+    return name, queues, offload
+
+
 def parse_listen(arg: str) -> TCPListenTarget | UnixListenTarget:
     """Parse the value of -l: PORT, HOST:PORT, [V6]:PORT or unix:PATH."""
     if arg.startswith("unix:"):
@@ -230,18 +258,15 @@ def parse_target(arg: str) -> Target:
         if scheme == "listen":
             return parse_listen(rest)
         if scheme == "tap":
-            if not _IFNAME.match(rest) or rest in (".", ".."):
-                raise TargetError(arg, "not a valid interface name")
-            return TapTarget(rest)
+            name, queues, offload = _tap_options(arg, rest)
+            return TapTarget(name, queues, offload)
     parts = _split(arg)
     if len(parts) == 1:
-        name = parts[0]
-        if _PORT.match(name):
+        if _PORT.match(parts[0]):
             raise TargetError(arg, "a bare port is not a target (use -l PORT for a hub, "
                                    "or LPORT:HOST:SPORT / HOST:PORT)")
-        if not _IFNAME.match(name) or name in (".", ".."):
-            raise TargetError(arg, "not an address and not a valid interface name")
-        return BridgeTarget(name)
+        name, queues, offload = _tap_options(arg, parts[0])
+        return BridgeTarget(name, queues, offload)
     if len(parts) == 2:
         return TCPTarget(_host(arg, parts[0]), _port(arg, parts[1], "port"))
     if len(parts) == 3:

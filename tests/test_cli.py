@@ -27,7 +27,10 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
     (["127.0.0.1:99999", "-"], 2, "'99999' is not a port number"),
     (["::1:5000", "-"], 2, "[brackets]"),
     (["-l", "x:y:z"], 2, "bad target 'x:y:z'"),
-    (["br0", "127.0.0.1:1"], 2, "bridge and tap targets are not yet supported"),
+    (["br0,queues=x", "127.0.0.1:1"], 2, "unknown tap option 'queues=x'"),
+    # Only looked up, never created: a name that cannot exist here.
+    (["no-such-br.9", "127.0.0.1:1"], 1, "no interface named 'no-such-br.9'"),
+    (["tap:no-such-tap.9", "127.0.0.1:1"], 1, "no interface named 'no-such-tap.9'"),
 ])
 def test_usage_errors(args: list[str], status: int, text: str) -> None:
     result = run(*args)

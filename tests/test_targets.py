@@ -30,6 +30,9 @@ from fastrelay.targets import (BridgeTarget, StdioTarget, TapTarget, TCPListenTa
     ("br-lan", BridgeTarget("br-lan")),       # netrelay refuses '-'
     ("vmbr0.10", BridgeTarget("vmbr0.10")),   # and '.'
     ("tap:tap0", TapTarget("tap0")),
+    ("tap:tap0,queues=4", TapTarget("tap0", queues=4)),
+    ("br0,offload=off", BridgeTarget("br0", offload=False)),
+    ("vmbr0.10,queues=2,offload=on", BridgeTarget("vmbr0.10", queues=2)),
 ])
 def test_accepted_forms(arg: str, expected: object) -> None:
     assert parse_target(arg) == expected
@@ -49,6 +52,8 @@ def test_accepted_forms(arg: str, expected: object) -> None:
     ("unix:", "missing socket path"),
     ("a-very-long-interface-name", "not an address and not a valid interface name"),
     ("tap:a/b", "not a valid interface name"),
+    ("tap:t0,queues=0", "unknown tap option 'queues=0'"),
+    ("br0,mtu=9000", "unknown tap option 'mtu=9000'"),
 ])
 def test_rejected_forms_name_the_argument_and_reason(arg: str, reason: str) -> None:
     with pytest.raises(TargetError) as info:

@@ -11,6 +11,7 @@ from .base import Endpoint
 from .dgram import DatagramEndpoint
 from .stdio import StdioEndpoint
 from .stream import StreamClientEndpoint, StreamListenerEndpoint
+from .tap import BridgeEndpoint, TapEndpoint
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -28,6 +29,8 @@ def make_endpoint(target: Target, relay: Relay) -> Endpoint:
         return StreamListenerEndpoint(target, relay)
     if isinstance(target, StdioTarget):
         return StdioEndpoint(target, relay)
-    if isinstance(target, (BridgeTarget, TapTarget)):
-        raise TargetError(str(target.name), "bridge and tap targets are not yet supported")
+    if isinstance(target, BridgeTarget):
+        return BridgeEndpoint(target, relay)
+    if isinstance(target, TapTarget):
+        return TapEndpoint(target, relay)
     raise TargetError(str(target), "unknown target kind")
