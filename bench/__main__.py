@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import platform
 import shlex
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from .build import BuildError, build
 from .report import markdown_table, text_table, to_json
 from .runner import Options, Row, Runner, add_ratios, cpu_count
 from .scenarios import all_scenarios, availability, select
+from .tap import (
+    FRAME_SCENARIOS,
+    TAP_SCENARIOS,
+    TapRow,
+    TapRunner,
+    add_tap_ratios,
+    tap_missing_reason,
+    tap_table,
+)
 
 # Small enough for CI to run in seconds, wide enough to touch every code path:
 # UDP and TCP framing, a hub, both baselines and the mixed case.
@@ -68,10 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fastrelay_cmd = shlex.split(args.fastrelay_cmd) if args.fastrelay_cmd else None
     avail = availability(fastrelay_cmd)
+    tap_why = tap_missing_reason()
     if args.list:
         for sc in all_scenarios():
             why = avail[sc.relay]
             print(f"{sc.name:24} {'(skipped: ' + why + ')' if why else ''}")
+        for name in TAP_SCENARIOS:
+            print(f"{name:24} {'(skipped: ' + tap_why + ')' if tap_why else ''}")
         return 0
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -81,8 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     if not sizes or any(not 64 <= s <= 65000 for s in sizes):
         print("bench: sizes must be within 64..65000", file=sys.stderr)
         return 2
-    if args.scenarios:
-        scenarios = select(args.scenarios.split(","))
+    # Tap scenarios run in namespaces of their own (bench/tap.py); only when named.
+    patterns = args.scenarios.split(",") if args.scenarios else []
+    tap_names = [n for n in TAP_SCENARIOS if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    patterns = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in TAP_SCENARIOS)
+                or any(fnmatch.fnmatchcase(s.name, p) for s in all_scenarios())]
+    if tap_names and not patterns:
+        scenarios = []
+    elif args.scenarios:
+        scenarios = select(patterns)
     else:
         # Asked for nothing in particular: leave out relays that cannot run here
         # rather than fill the table with skipped rows.
@@ -118,8 +139,24 @@ def main(argv: list[str] | None = None) -> int:
             status = row.skipped and "skipped" or row.error and "ERROR" or "ok"
             print(f"bench: {sc.name} size {size}: {status}", file=sys.stderr)
 
+    tap_rows: list[TapRow] = []
+    if tap_names and tap_why:
+        print(f"bench: tap scenarios skipped: {tap_why}", file=sys.stderr)
+    elif tap_names:
+        tap_runner = TapRunner(bins, opts.seconds, pin, opts.relay_cpu, opts.tool_cpu,
+                               fastrelay_cmd, args.verbose)
+        for name in tap_names:
+            for size in sizes if name in FRAME_SCENARIOS else sizes[:1]:
+                tap_rows.append(tap_runner.run(name, size))
+                status = "ERROR" if tap_rows[-1].error else "ok"
+                print(f"bench: {name} size {size}: {status}", file=sys.stderr)
+        add_tap_ratios(tap_rows)
+
     baselines = add_ratios(rows)
-    print(markdown_table(rows, baselines) if args.markdown else text_table(rows, baselines))
+    if rows:
+        print(markdown_table(rows, baselines) if args.markdown else text_table(rows, baselines))
+    if tap_rows:
+        print(tap_table(tap_rows, args.markdown))
     if args.json:
         meta = {"started": started, "host": platform.node(), "cpus": cpu_count(),
                 "python": sys.version.split()[0], "seconds": opts.seconds,
@@ -127,15 +164,20 @@ def main(argv: list[str] | None = None) -> int:
                 "rate": opts.rate, "pin": pin,
                 "sizes": sizes, "kernel": platform.release(),
                 "fastrelay_cmd": fastrelay_cmd or [sys.executable, "-m", "fastrelay"]}
+        if tap_rows:
+            meta["tap_rows"] = [asdict(r) for r in tap_rows]
         Path(args.json).write_text(to_json(rows, meta) + "\n")
     failed = [r for r in rows if r.error]
+    for tr in tap_rows:
+        if tr.error:
+            print(f"bench: {tr.scenario} size {tr.size} failed: {tr.error}", file=sys.stderr)
     strict_skips = [r for r in rows if args.strict and r.skipped and r.relay == "fastrelay"]
     for r in failed:
         print(f"bench: {r.scenario} size {r.size} failed: {r.error}", file=sys.stderr)
     if strict_skips:
         print(f"bench: --strict: {len(strict_skips)} fastrelay points skipped: "
               f"{strict_skips[0].skipped}", file=sys.stderr)
-    return 1 if failed or strict_skips else 0
+    return 1 if failed or strict_skips or any(tr.error for tr in tap_rows) else 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ PROGRAMS: dict[str, list[str]] = {
     "sink": ["sink.c", *COMMON],
     "pingpong": ["pingpong.c", *COMMON],
     "naive": ["naive.c", "util.c"],
+    "tapcopy": ["tapcopy.c", "util.c"],
 }
 
 
