@@ -27,7 +27,7 @@ __all__ = ["render_prometheus", "stats_document", "MetricsServer", "CONTENT_TYPE
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# name, type, help, how to read the value from an EndpointStats, extra labels.
+# name, type, help (the first entry of a family gives it), EndpointStats field, extra labels.
 _ENDPOINT_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
     ("fastrelay_received_frames_total", "counter",
      "Frames received from the endpoint's peers.", "rx_frames", {}),
@@ -93,14 +93,18 @@ def render_prometheus(links: Iterable[LinkStats]) -> str:
         sample("fastrelay_link_restarts_total", "counter",
                "Times the link or hub was started again after failing or ending.",
                base, link.restarts)
+    for link in links:
+        if link.unforwarded is not None:
+            sample("fastrelay_link_unforwarded_frames_total", "counter",
+                   "Point-to-point links: frames read from one side that the other side "
+                   "never took because its connection failed at that instant.",
+                   {"link": link.name}, link.unforwarded)
     for name, kind, text, field, extra in _ENDPOINT_METRICS:
         for link in links:
             for endpoint in link.endpoints:
                 labels = {"link": link.name, "endpoint": endpoint.label, **extra}
-                sample(name, kind, text or families.get(name, ("", "", []))[1], labels,
-                       _endpoint_value(endpoint, field))
-        if name not in families:  # no link: still declare the family
-            families[name] = (kind, text, [])
+                sample(name, kind, text, labels, _endpoint_value(endpoint, field))
+        families.setdefault(name, (kind, text, []))  # declared even with no link
     out = []
     for name, (kind, text, samples) in families.items():
         out.append(f"# HELP {name} {text}")

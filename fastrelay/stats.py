@@ -77,9 +77,26 @@ class LinkStats:
     error: str | None            # why it last failed, if it did
     endpoints: list[EndpointStats]
 
+    @property
+    def unforwarded(self) -> int | None:
+        """Point to point only: frames read from one side that the other never took.
+
+        Each frame read from a side is sent, queued or dropped (counted) by the other,
+        unless the other side's connection failed at that instant: what is missing from
+        the sums is what the relay lost with it. None for hubs (fan-out varies).
+        """
+        if self.kind != "link" or len(self.endpoints) != 2:
+            return None
+        lost = 0
+        for src, dst in ((0, 1), (1, 0)):
+            a, b = self.endpoints[src].counters, self.endpoints[dst].counters
+            lost += max(0, a["rx_frames"] - b["tx_frames"] - b["drop_queue"] - b["drop_send"])
+        return lost
+
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "state": self.state,
                 "restarts": self.restarts, "error": self.error,
+                "unforwarded_frames": self.unforwarded,
                 "endpoints": [e.as_dict() for e in self.endpoints]}
 
 

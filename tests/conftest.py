@@ -184,3 +184,116 @@ def relay(request, relay_process, inprocess_relay):  # type: ignore[no-untyped-d
             argv.insert(0, "--reconnect")
         return relay_process(*argv)
     return start
+
+
+class DaemonProcess:
+    """`python -m fastrelay --config FILE` with our own $NOTIFY_SOCKET, as systemd would run it.
+
+    The notify socket tells when the daemon is ready, reloading or stopping (sd_notify);
+    stderr is collected by a thread so a chatty daemon never blocks on a full pipe.
+    """
+
+    def __init__(self, config: str, notify_path: str, args: tuple[str, ...] = ()) -> None:
+        import socket
+
+        self.config = config
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(notify_path)
+        env = dict(os.environ, NOTIFY_SOCKET=notify_path)
+        self.proc = subprocess.Popen([sys.executable, "-m", "fastrelay", "--config", config,
+                                      *args], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def expect_notify(self, state: str = "READY=1", timeout: float = 10.0) -> list[str]:
+        """Wait for a notification containing state; every notification seen until then."""
+        import socket
+
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {state!r} from the daemon (saw {seen}); "
+                                     f"log:\n{self.log}")
+            self.notify.settimeout(min(left, 0.5))
+            try:
+                message = self.notify.recv(4096).decode()
+            except socket.timeout:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"daemon exited ({self.proc.returncode}) before "
+                                         f"{state!r}; log:\n{self.log}") from None
+                continue
+            seen.append(message)
+            if state in message.split("\n"):
+                return seen
+
+    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        """Wait for a log line containing text; that line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line with {text!r}; log:\n{self.log}")
+            time.sleep(0.02)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        status = self.proc.wait(timeout)
+        self._reader.join(5)
+        return status
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        self.notify.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon_process(tmp_path) -> Iterator:  # type: ignore[no-untyped-def]
+    """Factory: write a config text to a file, run the daemon on it until READY=1.
+
+    start(text, *args, ready=True) -> DaemonProcess; the file is `proc.config`.
+    Every daemon is stopped (SIGTERM, then killed) at teardown.
+    """
+    started: list[DaemonProcess] = []
+
+    def start(text: str, *args: str, ready: bool = True) -> DaemonProcess:
+        n = len(started)
+        config = os.path.join(os.fspath(tmp_path), f"fastrelay{n}.toml")
+        with open(config, "w") as f:
+            f.write(text)
+        proc = DaemonProcess(config, os.path.join(os.fspath(tmp_path), f"notify{n}.sock"),
+                             tuple(args))
+        started.append(proc)
+        if ready:
+            proc.expect_notify("READY=1")
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
