@@ -14,3 +14,4 @@ cdef class FrameReassembler:
     cdef inline Py_ssize_t write_room(self)
     cdef int scan(self, FrameBatch *batch) except -2
     cdef void consume(self)
+    cdef Py_ssize_t feed(self, data, list frames) except -1

@@ -28,7 +28,7 @@ from .harness import (
     wait_until,
 )
 
-MODES = ["direct-udp", "direct-tcp", "relay-tcp-hub", "relay-udp-p2p"]
+MODES = ["direct-udp", "direct-tcp", "relay-tcp-hub", "relay-tcp-p2p", "relay-udp-p2p"]
 
 
 def run_mode(mode: str, seconds: int, mtu: int, workdir: Path) -> dict[str, object]:
@@ -49,6 +49,10 @@ def run_mode(mode: str, seconds: int, mtu: int, workdir: Path) -> dict[str, obje
             relay = lab.relay("-l", port)
             relay.wait_listening(port)
             nd_a = nd_b = nd_socket_connect(port)
+        elif mode == "relay-tcp-p2p":
+            # Both guests listen; the relay connects out to them once they do.
+            pa, pb = free_port(), free_port()
+            nd_a, nd_b = nd_socket_listen(pa), nd_socket_listen(pb)
         elif mode == "relay-udp-p2p":
             ra, ga, rb, gb = (free_port("udp") for _ in range(4))
             relay = lab.relay(f"{ra}:127.0.0.1:{ga}", f"{rb}:127.0.0.1:{gb}")
@@ -69,6 +73,10 @@ def run_mode(mode: str, seconds: int, mtu: int, workdir: Path) -> dict[str, obje
             "fr_timeout": seconds + 90,
         }
         a = lab.guest("client", nd_a, env=client_env)
+        if mode == "relay-tcp-p2p":
+            for p_ in (pa, pb):
+                wait_until(lambda p_=p_: port_listening(p_, "tcp"), 15, "qemu listen=", b.tail)
+            relay = lab.relay(f"127.0.0.1:{pa}", f"127.0.0.1:{pb}")
         a.wait_for(r"^FR-RESULT reach .*ok=1", 60)
         cpu0 = relay.cpu_seconds() if relay else 0.0
         a.wait_for(r"^FR-(RESULT iperf|ERROR iperf)", seconds + 60)
