@@ -261,6 +261,18 @@ def _settle(check: Callable[[], bool], timeout: float) -> None:
             raise BenchError("no path between the test hosts")
 
 
+def best_tap_rows(rows: list[TapRow]) -> list[TapRow]:
+    """Per scenario and size, the round with the highest rate (an error only if all failed)."""
+    best: dict[tuple[str, int], TapRow] = {}
+    for r in rows:
+        key = (r.scenario, r.size)
+        old = best.get(key)
+        if old is None or (old.error and not r.error) or \
+                (not r.error and (r.fps or r.gbit or 0) > (old.fps or old.gbit or 0)):
+            best[key] = r
+    return list(best.values())
+
+
 def add_tap_ratios(rows: list[TapRow]) -> None:
     """fastrelay's frames/s over the C copy loop's at the same size, in this run."""
     base = {r.size: r for r in rows if r.scenario == "tapcopy-tap-p2p" and r.fps}
