@@ -22,4 +22,4 @@ ctypedef struct FrameBatch:
     uint32_t *length     # frame length of each record (header excluded)
     Py_ssize_t count     # records in use
     Py_ssize_t nbytes    # sum of frame lengths (headers excluded), for counters
-    virtio_net_hdr_mrg_rxbuf *vnet  # NULL, or one vnet header per record (see above)
+    virtio_net_hdr *vnet  # NULL, or one vnet header per record (see above)

@@ -4,10 +4,10 @@
 # -------------------
 # Our taps are set up the way qemu sets one up for vhost-net (tapdev.py): every read
 # returns a 12-byte virtio_net_hdr and one frame, every write takes the same. The header
-# goes into a side array (FrameBatch.vnet), the frame into a receive buffer behind a
-# 4-byte gap, packed one after the other: the buffer then holds a run of qemu stream
-# records, so a stream peer sends a whole tap batch as one iovec and a datagram peer
-# sends `rec + HDR_LEN`, exactly as for any other source.
+# is read together with its frame (one read()), copied into a side array
+# (FrameBatch.vnet), and its last 4 bytes then hold the record's length: the frame is a
+# qemu stream record like any other, so a stream peer sends `rec` and a datagram peer
+# `rec + HDR_LEN`, as for any other source (records are 6 bytes apart, not contiguous).
 #
 # GSO / offload decision (measured, see bench/RESULTS.md): the kernel hands us 64 KiB
 # TCP super-frames only when the tap's offloads are on (TUNSETOFFLOAD), and only a tap
@@ -66,11 +66,11 @@ cdef class TapPort(Port):
         self.nqueues = 1 + len(extra)
         self.queues = <int *>PyMem_RawMalloc(self.nqueues * sizeof(int))
         self.buf = <char *>PyMem_RawMalloc(TAP_BUF)
-        self.rx_vnet = <virtio_net_hdr_mrg_rxbuf *>PyMem_RawCalloc(
-            TAP_BATCH, sizeof(virtio_net_hdr_mrg_rxbuf))
+        self.rx_vnet = <virtio_net_hdr *>PyMem_RawCalloc(
+            TAP_BATCH, sizeof(virtio_net_hdr))
         if self.queues == NULL or self.buf == NULL or self.rx_vnet == NULL:
             raise MemoryError()
-        memset(&self.plain_hdr, 0, sizeof(virtio_net_hdr_mrg_rxbuf))
+        memset(&self.plain_hdr, 0, sizeof(virtio_net_hdr))
         self.queues[0] = fd
         for i in range(1, self.nqueues):
             self.queues[i] = extra[i - 1]
@@ -132,7 +132,7 @@ cdef class TapPort(Port):
         cdef uint32_t start, where
         cdef uint16_t s
         for i in range(batch.count):
-            h = &batch.vnet[i].hdr
+            h = &batch.vnet[i]
             frame = <unsigned char *>batch.rec[i] + HDR_LEN
             if h.gso_type != VIRTIO_NET_HDR_GSO_NONE:
                 self.drop_gso += 1
@@ -164,7 +164,7 @@ cdef class TapPort(Port):
         cdef Py_ssize_t pos
         cdef ssize_t n
         cdef FrameBatch *batch
-        cdef iovec iov[2]
+        cdef char *slot
         for reads in range(READS_PER_EVENT):
             if reads and not self.hub.should_read(self):
                 return 0
@@ -174,11 +174,10 @@ cdef class TapPort(Port):
             q = self.next_queue
             # Read until every queue is empty, the batch is full or STREAM_READ bytes are in.
             while idle < self.nqueues and batch.count < TAP_BATCH and pos < STREAM_READ:
-                iov[0].iov_base = &self.rx_vnet[batch.count]
-                iov[0].iov_len = VNET_HDR_LEN
-                iov[1].iov_base = self.buf + pos + HDR_LEN
-                iov[1].iov_len = TAP_FRAME_MAX
-                n = readv(self.queues[q], iov, 2)
+                # One plain read() of [header|frame] (readv's iovec import costs more):
+                # the header is copied aside, then the record's length goes over its tail.
+                slot = self.buf + pos
+                n = read(self.queues[q], slot, VNET_HDR_LEN + TAP_FRAME_MAX)
                 if n <= 0:
                     if n < 0 and errno == EINTR:
                         continue
@@ -194,17 +193,19 @@ cdef class TapPort(Port):
                     break
                 idle = 0
                 n -= VNET_HDR_LEN
+                memcpy(&self.rx_vnet[batch.count], slot, VNET_HDR_LEN)
                 if n < FRAME_MIN or (n > self.max_frame and
-                                     self.rx_vnet[batch.count].hdr.gso_type ==
+                                     self.rx_vnet[batch.count].gso_type ==
                                      VIRTIO_NET_HDR_GSO_NONE):
                     self.drop_invalid += 1
                     continue
-                store_be32(self.buf + pos, <uint32_t>n)
-                batch.rec[batch.count] = self.buf + pos
+                slot += VNET_HDR_LEN - HDR_LEN
+                store_be32(slot, <uint32_t>n)
+                batch.rec[batch.count] = slot
                 batch.length[batch.count] = <uint32_t>n
                 batch.count += 1
                 batch.nbytes += n
-                pos += HDR_LEN + n
+                pos += VNET_HDR_LEN + n
             # Start the next batch at the next queue, so one busy queue cannot starve the rest.
             self.next_queue = q + 1 if q + 1 < self.nqueues else 0
             if batch.count:
@@ -224,7 +225,7 @@ cdef class TapPort(Port):
                 return 0
         return 0
 
-    cdef int write_frame(self, const virtio_net_hdr_mrg_rxbuf *hdr, char *frame,
+    cdef int write_frame(self, const virtio_net_hdr *hdr, char *frame,
                          uint32_t length) except -2:
         """writev one header + frame to queue 0.
 
@@ -256,7 +257,7 @@ cdef class TapPort(Port):
     cdef int deliver(self, FrameBatch *batch) except -1:
         cdef Py_ssize_t i
         cdef int r
-        cdef const virtio_net_hdr_mrg_rxbuf *hdr = &self.plain_hdr
+        cdef const virtio_net_hdr *hdr = &self.plain_hdr
         if len(self.backlog):
             return self.queue_from(batch, 0)
         for i in range(batch.count):

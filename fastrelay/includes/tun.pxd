@@ -1,10 +1,5 @@
 # C declarations of the tun/tap driver and virtio-net header the tap data plane relies on.
 from libc.stdint cimport uint8_t, uint16_t
-from fastrelay.includes.system cimport iovec
-
-
-cdef extern from "<sys/uio.h>" nogil:
-    ssize_t readv(int fd, const iovec *iov, int iovcnt)
 
 
 cdef extern from "<linux/ioctl.h>":
@@ -47,11 +42,6 @@ cdef extern from "<linux/virtio_net.h>" nogil:
         uint16_t gso_size     # segment payload size (MSS) of a super-frame
         uint16_t csum_start   # where the checksummed part starts
         uint16_t csum_offset  # where, after csum_start, the checksum goes
-
-    # The 12-byte form (num_buffers added) that virtio 1.0 and vhost-net use.
-    struct virtio_net_hdr_mrg_rxbuf:
-        virtio_net_hdr hdr
-        uint16_t num_buffers
 
     enum:
         VIRTIO_NET_HDR_F_NEEDS_CSUM
