@@ -32,8 +32,9 @@ import difflib
 import ipaddress
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from . import defaults
 from ._core import FRAME_MAX_LEN, FRAME_MIN_LEN, QUEUE_DEFAULT_BYTES
@@ -43,8 +44,8 @@ from .targets import (BridgeTarget, StdioTarget, TapTarget, Target, TCPListenTar
                       UDPTarget, UnixDgramTarget, UnixListenTarget, parse_listen,
                       parse_target)
 
-__all__ = ["Config", "DaemonSettings", "LinkOptions", "LinkSpec", "load_config",
-           "parse_config", "parse_size", "parse_hostport"]
+__all__ = ["Config", "DaemonSettings", "KeyLines", "LinkOptions", "LinkSpec", "load_config",
+           "parse_config", "parse_hostport", "parse_size"]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
@@ -266,7 +267,8 @@ class _Checker:
             return default
         return float(value)
 
-    def options(self, table: dict[str, Any], path: tuple[str, ...], base: LinkOptions) -> LinkOptions:
+    def options(self, table: dict[str, Any], path: tuple[str, ...],
+                base: LinkOptions) -> LinkOptions:
         """The options set in table over base."""
         values: dict[str, Any] = {}
         if "reconnect" in table:
@@ -380,8 +382,13 @@ def _link(check: _Checker, kind: str, name: str, table: Any, base: LinkOptions,
         check.problem(path, f"must be a table ([{kind}.{name}]), not {_type_name(table)}")
         return None
     if name in links:
-        check.problem(path, f"the name is already used by [{links[name].kind}.{name}] "
-                            "(links and hubs share one set of names)")
+        other = links[name]
+        here = check.where.find(path)
+        # Blame whichever of the two comes later in the file.
+        later, first = ((path, (other.kind, name)) if (here or 0) >= (other.line or 0)
+                        else ((other.kind, name), path))
+        check.problem(later, f"the name is already used by [{first[0]}.{name}] "
+                             "(links and hubs share one set of names)")
         return None
     check.unknown(table, path, ("endpoints",) + _OPTION_KEYS + (("listen",) if kind == "hub"
                                                                   else ()))
@@ -469,13 +476,13 @@ def parse_config(text: str, path: str = "<config>") -> Config:
 
     seen: list[tuple[str, str, str, Any]] = []
     for spec in links.values():
-        for (text, kind, key), where in zip(_claims(spec), keys[spec.name]):
+        for (written, kind, key), where in zip(_claims(spec), keys[spec.name]):
             for other_name, other_text, other_kind, other_key in seen:
                 if other_kind == kind and _clash(kind, key, other_key):
                     check.problem((spec.kind, spec.name, where),
-                                  f"{text!r} binds what {other_text!r} of {other_name!r} binds",
-                                  item=text)
-            seen.append((spec.name, text, kind, key))
+                                  f"{written!r} binds what {other_text!r} of {other_name!r} "
+                                  f"binds", item=written)
+            seen.append((spec.name, written, kind, key))
     if check.problems:
         check.problems.sort(key=lambda p: p.line if p.line is not None else 1 << 30)
         raise ConfigError(path, check.problems)

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import stat
-from typing import Callable
+from collections.abc import Callable
 
 from . import defaults
 from .errors import RelayError, StartError
@@ -80,7 +80,7 @@ class ControlServer:
                                               f"known: {', '.join(_COMMANDS)}"}) + "\n"
             writer.write(answer.encode())
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass  # a client that said nothing or left: nothing to answer
         finally:
             writer.close()

@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import time
+from typing import ClassVar
 
 from . import defaults
 from .backoff import Backoff
@@ -83,8 +84,9 @@ class LogFormatter(logging.Formatter):
     it) and the journal supplies the time and the unit name itself.
     """
 
-    _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-                 logging.CRITICAL: 2}
+    _PRIORITY: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+        logging.CRITICAL: 2}
 
     def __init__(self, journal: bool) -> None:
         super().__init__()
@@ -189,7 +191,7 @@ class LinkRunner:
             raise
         except Exception as exc:
             # A bug, not a network event: say so loudly, keep the other links running.
-            log.exception("supervisor failed: %s", exc)
+            log.exception("supervisor failed")
             self.state, self.error = "failed", f"internal error: {exc}"
             self._retire()
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import __version__, defaults
 from .errors import StartError
@@ -23,7 +24,7 @@ from .stats import LinkStats
 
 log = logging.getLogger("fastrelay")
 
-__all__ = ["render_prometheus", "stats_document", "MetricsServer", "CONTENT_TYPE"]
+__all__ = ["CONTENT_TYPE", "MetricsServer", "render_prometheus", "stats_document"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -38,8 +39,8 @@ _ENDPOINT_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
     ("fastrelay_sent_bytes_total", "counter",
      "Frame bytes sent (or queued to send) to the endpoint's peers.", "tx_bytes", {}),
     ("fastrelay_dropped_frames_total", "counter",
-     "Frames dropped, by reason: queue_full (the peer is slower than the others), "
-     "invalid (malformed frame received), send_error (refused by the kernel).",
+     ("Frames dropped, by reason: queue_full (the peer is slower than the others), "
+      "invalid (malformed frame received), send_error (refused by the kernel)."),
      "drop_queue", {"reason": "queue_full"}),
     ("fastrelay_dropped_frames_total", "counter", "", "drop_invalid", {"reason": "invalid"}),
     ("fastrelay_dropped_frames_total", "counter", "", "drop_send", {"reason": "send_error"}),
@@ -150,7 +151,7 @@ class MetricsServer:
         try:
             status, ctype, body, head = await asyncio.wait_for(self._handle(reader),
                                                                defaults.REQUEST_TIMEOUT)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ConnectionError, ValueError):
             writer.close()  # a broken or slow client: nothing worth answering
             return
