@@ -480,8 +480,8 @@ def parse_config(text: str, path: str = "<config>") -> Config:
             for other_name, other_text, other_kind, other_key in seen:
                 if other_kind == kind and _clash(kind, key, other_key):
                     check.problem((spec.kind, spec.name, where),
-                                  f"{written!r} binds what {other_text!r} of {other_name!r} "
-                                  f"binds", item=written)
+                                  f"{written!r} binds the same {kind} address as "
+                                  f"{other_text!r} in {other_name!r}", item=written)
             seen.append((spec.name, written, kind, key))
     if check.problems:
         check.problems.sort(key=lambda p: p.line if p.line is not None else 1 << 30)

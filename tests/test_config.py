@@ -99,9 +99,9 @@ def test_example_config_is_valid() -> None:
     ("[link.x]\nendpoints = [\"a:1\", \"b:2\"]\n[hub.x]\nlisten = \"5000\"\n", 3, "hub.x",
      "already used by [link.x]"),
     ("[hub.x]\nlisten = \"5000\"\n[hub.y]\nlisten = \"127.0.0.1:5000\"\n", 4, "hub.y.listen",
-     "binds what 'listen:5000' of 'x' binds"),
+     "binds the same tcp address as 'listen:5000' in 'x'"),
     ("[link.a]\nendpoints = [\"6000:h:1\", \"a:1\"]\n[link.b]\nendpoints = [\"b:2\",\n"
-     "  \"6000:h:2\"]\n", 5, "link.b.endpoints", "binds what '6000:h:1'"),
+     "  \"6000:h:2\"]\n", 5, "link.b.endpoints", "binds the same udp address as '6000:h:1' in 'a'"),
     ("link.a.endpoints = [\"a:1\"]\n", 1, "link.a.endpoints", "exactly two"),
 ])
 def test_problem_points_at_key_and_line(text: str, line: int, key: str, message: str) -> None:
