@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import defaults
 from ._core import FRAME_MAX_LEN, QUEUE_DEFAULT_BYTES, Hub, Port
@@ -41,7 +41,7 @@ class RelayOptions:
     flush_timeout: float = defaults.STOP_FLUSH_TIMEOUT      # drain deadline when stopping
 
     @property
-    def port_kwargs(self) -> dict[str, int]:
+    def port_kwargs(self) -> dict[str, Any]:
         return {"queue_bytes": self.queue_bytes, "max_frame": self.max_frame}
 
 
