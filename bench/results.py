@@ -35,6 +35,13 @@ SCENARIOS = [
 ]
 
 
+# Latency is measured unpinned: pinned, every hop must wake an idle vCPU on the other
+# core (~30 us here, for naive as much as for fastrelay), which says nothing about a relay.
+LATENCY_SCENARIOS = ["direct-udp", "direct-tcp", "fastrelay-udp-p2p", "naive-udp-p2p",
+                     "fastrelay-tcp-p2p", "naive-tcp-p2p", "fastrelay-tcp-hub-2",
+                     "naive-tcp-hub-2"]
+
+
 def machine() -> dict[str, str]:
     """What the figures were measured on."""
     cpu = "unknown"
@@ -162,7 +169,8 @@ def render(meta: dict[str, str], command: str, rows: list[dict[str, Any]],
         f"- machine: {meta['cpu']}, {meta['cores']} cores, Linux {meta['kernel']}, "
         f"Python {meta['python']}",
         f"- fastrelay: {meta['fastrelay']}",
-        "- method: the relay pinned to core 1 (`taskset`), load generator and sinks on core 0;",
+        "- method: throughput with the relay pinned to core 1 (`taskset`), load generator and",
+        "  sinks on core 0; latency (ping-pong, one frame in flight, 3 s a point) unpinned;",
         "  compiled load generator and sink (bench/src) emulate qemu endpoints; bulk senders",
         "  saturate (UDP with GSO, TCP with 256 KiB writes); `naive` is bench/src/naive.c, a",
         "  netrelay-style relay (4-byte recv, payload recv, two sends / recvfrom + sendto).",
@@ -227,11 +235,74 @@ def render(meta: dict[str, str], command: str, rows: list[dict[str, Any]],
     return "\n".join(out)
 
 
+def run_quiet(bench_args: list[str]) -> int:
+    """Run `python -m bench ARGS` in-process, its table suppressed (we print our own)."""
+    return run_captured(bench_args)[0]
+
+
+def run_captured(bench_args: list[str]) -> tuple[int, str]:
+    """Run `python -m bench ARGS` in-process; return its status and what it printed."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        status = bench_main.main(bench_args)
+    return status, buf.getvalue().strip()
+
+
+TAP_SCENARIOS = "tapcopy-tap-p2p,fastrelay-tap-p2p,fastrelay-tap-tcp-*"
+TAP_NOTES = """- `tapcopy-tap-p2p` is the baseline: `bench/src/tapcopy.c copy`, one blocking `read()` and
+  one `write()` per frame between the same two taps (IFF_TAP|IFF_NO_PI); `fastrelay-tap-p2p`
+  is `fastrelay tap:t0 tap:t1` (vnet-header taps, as qemu sets them up for vhost-net). A
+  packet socket pushes 1500-byte frames out of t0 as fast as it can; t1's rx counter counts
+  what the relay wrote. Frame points alternate rounds and keep each one's best.
+- `fastrelay-tap-tcp-offload` / `-plain`: one iperf3 TCP stream between two test hosts
+  (netns with a veth into brA and brB) through `fastrelay brA brB`, with tap offloads on
+  (GSO super-frames pass tap to tap unchanged) and with `offload=off`.
+- Everything runs in throwaway network namespaces made and removed by `bench/tap.py`.
+
+### Design choice: offloads only where every peer is a tap (measured)
+
+With offloads on, the kernel hands a tap's reader 64 KiB TCP super-frames with a
+virtio_net_hdr, and the other tap takes them back unchanged: one read and one write move
+~44 MTU-sized segments (compare the two TCP rows above). A plain peer (qemu
+socket/stream/dgram, netrelay, a UDP or TCP link to another relay) cannot take a
+super-frame, so fastrelay turns offloads on only point to point between two tap or bridge
+targets; in a hub, or next to any socket target, taps run with offloads off and the
+kernel's segmentation (in C, in the sender's context) serves the plain peers, which is
+cheaper than segmenting again in the data plane one frame at a time. As a guard, a tap
+port that still meets a plain port with offloads on fills partial checksums itself and
+drops (and counts, `drop_gso`) super-frames: a plain peer never sees a vnet header, a
+super-frame or a partial checksum. `offload=off` on a target forces the plain mode."""
+
+
+def merge_latency(rows: list[dict[str, Any]], latency_rows: list[dict[str, Any]]) -> None:
+    """Put the unpinned ping-pong p50/p99 into the throughput rows of the same point."""
+    lat = rows_by([r for r in latency_rows if not r.get("skipped")])
+    for r in rows:
+        other = lat.get((r["scenario"], r["size"]))
+        r["p50_us"] = other.get("p50_us") if other else None
+        r["p99_us"] = other.get("p99_us") if other else None
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table of every point, with ratios recomputed after the latency merge."""
+    from .report import markdown_table
+    from .runner import Row
+
+    objs = [Row(**r) for r in rows]
+    baselines = bench_main.add_ratios(objs)
+    return markdown_table(objs, baselines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.results", description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=1.0, help="sending time per point (default 1)")
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
     ap.add_argument("--no-qemu", action="store_true", help="skip the guest iperf3 runs")
+    ap.add_argument("--no-taps", action="store_true",
+                    help="skip the tap scenarios (they need root and /dev/net/tun)")
     ap.add_argument("--iperf-seconds", type=int, default=10)
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--extra", type=Path, action="append", default=[],
@@ -241,18 +312,23 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fastrelay-results-") as tmp:
         matrix_json = Path(tmp) / "matrix.json"
         scen = ",".join(SCENARIOS)
-        md_args = ["--scenarios", scen, "--sizes", args.sizes, "--seconds", f"{args.seconds:g}",
-                   "--pin", "--json", str(matrix_json), "--markdown"]
-        import contextlib
-        import io
-
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            status = bench_main.main(md_args)
-        table_md = buf.getvalue().strip()
+        latency_json = Path(tmp) / "latency.json"
+        status = run_quiet(["--scenarios", scen, "--sizes", args.sizes,
+                            "--seconds", f"{args.seconds:g}", "--pin", "--no-latency",
+                            "--json", str(matrix_json)])
+        status |= run_quiet(["--scenarios", ",".join(LATENCY_SCENARIOS), "--sizes", "64,1500",
+                             "--seconds", "0.2", "--latency-seconds", "3",
+                             "--json", str(latency_json)])
+        taps_md = None
+        if not args.no_taps:
+            tap_status, taps_md = run_captured(["--scenarios", TAP_SCENARIOS, "--sizes", "1500",
+                                                "--seconds", "2", "--tap-rounds", "3", "--pin",
+                                                "--markdown"])
+            status |= tap_status
+        rows = [r for r in json.loads(matrix_json.read_text())["rows"] if not r.get("skipped")]
+        merge_latency(rows, json.loads(latency_json.read_text())["rows"])
+        table_md = table(rows)
         print(table_md)
-        data = json.loads(matrix_json.read_text())
-        rows = [r for r in data["rows"] if not r.get("skipped")]
         iperf = None
         if not args.no_qemu:
             iperf_json = Path(tmp) / "iperf.json"
@@ -263,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
             iperf = json.loads(iperf_json.read_text()) if iperf_json.exists() else []
     made = charts(rows, args.out.parent / "charts")
     extra = "\n\n".join(p.read_text() for p in args.extra)
+    if taps_md:
+        extra = ("## Taps and bridges (issue 3)\n\nThe relay pinned to core 1; 2 s points.\n\n"
+                 + taps_md + "\n\n" + TAP_NOTES + ("\n\n" + extra if extra else ""))
     args.out.write_text(render(machine(), command, rows, table_md, iperf, made, extra) + "\n")
     print(f"wrote {args.out} and {len(made)} charts", file=sys.stderr)
     return status
