@@ -12,8 +12,8 @@ from libc.stdint cimport uint32_t
 # record i's virtio_net_hdr (checksum and GSO metadata), kept apart so that the record
 # layout every other port relies on does not change. NULL means "plain frames" (every
 # non-tap source). Owner and lifetime are those of `rec`: the reading port's memory, valid
-# until Hub.forward() returns; the reader sets it after new_batch() and resets it to NULL
-# once forward() has returned (new_batch() predates it and does not touch it). Only a tap
+# until Hub.forward() returns; Hub.new_batch() resets it to NULL and a tap reader sets it
+# after that. Only a tap
 # port reads it; others send the frame alone, so a source never leaves a frame that needs
 # its header (a GSO super-frame, a checksum left to fill) in a batch while a plain port is
 # attached: it completes or drops it first (see tap.pyx).

@@ -128,6 +128,7 @@ cdef class Hub:
         """The shared scratch batch, emptied (only one port reads at a time)."""
         self.batch.rec = self.batch_rec
         self.batch.length = self.batch_len
+        self.batch.vnet = NULL
         self.batch.count = 0
         self.batch.nbytes = 0
         return &self.batch

@@ -210,13 +210,10 @@ cdef class TapPort(Port):
             self.next_queue = q + 1 if q + 1 < self.nqueues else 0
             if batch.count:
                 batch.vnet = self.rx_vnet
-                try:
-                    if self.offload and self.plain_peers():
-                        self.fix_for_plain(batch)
-                    if batch.count:
-                        self.hub.forward(self, batch)
-                finally:
-                    batch.vnet = NULL
+                if self.offload and self.plain_peers():
+                    self.fix_for_plain(batch)
+                if batch.count:
+                    self.hub.forward(self, batch)
             if err:
                 if err == EBADFD:
                     return self.fail("tap device removed")
