@@ -194,3 +194,15 @@ def test_config_with_errors_does_not_start(tmp_path, capsys) -> None:  # type: i
     assert main(["--config", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}:2: link.a.endpoint: unknown key (did you mean 'endpoints'?)" in err
+
+
+def test_readme_daemon_example_is_valid() -> None:
+    import re
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("## Daemon"):]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    config = parse_config(block.group(1), "README.md")
+    assert {"lab-a", "to-rack2", "lab"} <= set(config.links)
