@@ -182,12 +182,23 @@ class DgramPeer:
 
 
 def exchange_windowed(send, recv, frames: list[bytes], window: int = 32) -> list[bytes]:
-    """Send frames window by window, waiting for each window (keeps UDP buffers from overflowing)."""
+    """Send frames window by window, receiving each window while it is sent.
+
+    Windows keep UDP buffers from overflowing; sending on a thread matters for streams:
+    the relay pushes back (stops reading) as soon as the receiving side is backed up, as
+    a real peer would see, so a blocking send of a whole window must not wait for it.
+    """
+    import threading
+
     got: list[bytes] = []
     for i in range(0, len(frames), window):
         chunk = frames[i:i + window]
-        send(chunk)
-        got += recv(len(chunk))
+        sender = threading.Thread(target=send, args=(chunk,))
+        sender.start()
+        try:
+            got += recv(len(chunk))
+        finally:
+            sender.join(30)
     return got
 
 
