@@ -135,3 +135,30 @@ def test_dual_stack_listener_accepts_ipv4_and_ipv6(relay_process) -> None:  # ty
     frames = random_frames(50, 14, 1500, seed=60)
     b.send(frames)
     assert a.recv(len(frames)) == frames
+
+
+def test_stdin_at_eof_closes_the_stdio_port_without_spinning(relay_process) -> None:  # type: ignore[no-untyped-def]
+    """netrelay's hub spins a core once stdin ends; ours drops the stdio port and idles."""
+    import subprocess
+    import time
+
+    port = free_port()
+    proc = relay_process("-vv", "-l", f"{LOOP4}:{port}", "-", stdin=subprocess.PIPE)
+    proc.proc.stdin.close()  # end of input at once
+    a = StreamPeer.connect((LOOP4, port))
+    b = StreamPeer.connect((LOOP4, port))
+    time.sleep(1.0)
+
+    def cpu_seconds() -> float:
+        with open(f"/proc/{proc.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in ticks
+
+    before = cpu_seconds()
+    time.sleep(1.0)
+    assert cpu_seconds() - before < 0.2  # idle, not spinning
+    frames = random_frames(20, 60, 1500, seed=70)
+    a.send(frames)
+    assert b.recv(len(frames)) == frames  # the hub runs on
+    assert proc.proc.poll() is None
+    assert "stdio: end of input" in proc.stderr

@@ -53,11 +53,15 @@ cdef class Hub:
         ev.data.ptr = <void *>port
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, port.fd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
+        port.wfd_watched = False
         if port.wfd != port.fd:
             ev.events = 0
-            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, port.wfd, &ev) < 0:
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, port.wfd, &ev) == 0:
+                port.wfd_watched = True
+            elif errno != EPERM:
                 epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.fd, NULL)
                 PyErr_SetFromErrno(OSError)
+            # EPERM: a regular file or /dev/null, always writable: nothing to watch.
         port.armed = EPOLLIN | EPOLLRDHUP
         port.hub = self
         self.live = self.live + [port]
@@ -69,7 +73,7 @@ cdef class Hub:
         if port.hub is not self:
             return
         epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.fd, NULL)
-        if port.wfd != port.fd:
+        if port.wfd_watched:
             epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.wfd, NULL)
         self.live = [p for p in self.live if p is not port]
         if port in self.paused:
@@ -172,6 +176,8 @@ cdef class Hub:
         port.write_armed = on
         if port.wfd == port.fd:
             return self.update_events(port)
+        if not port.wfd_watched:
+            return 0
         ev.events = EPOLLOUT if on else 0
         ev.data.ptr = <void *>port
         if epoll_ctl(self.epfd, EPOLL_CTL_MOD, port.wfd, &ev) < 0:

@@ -12,6 +12,7 @@ cdef class Port:
         Backlog backlog          # what could not be sent at once
         uint32_t armed           # epoll events currently registered for fd
         bint write_armed         # EPOLLOUT registered (on wfd)
+        bint wfd_watched         # a separate wfd is in the epoll set (not a file or /dev/null)
         bint paused              # reading suspended: every other port is congested
         bint owns_fd             # close fd/wfd when the port closes
         # Counters, read by the control plane once per second at most.
