@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import random
 import socket
 import struct
+import threading
 import time
 
 from reference import ReferenceReassembler, frame_stream
@@ -47,12 +49,52 @@ def random_frames(n: int, lo: int, hi: int, seed: int) -> list[bytes]:
 
 
 class StreamPeer:
-    """A qemu `socket,listen=/connect=` or `stream` peer: 4-byte big-endian length framing."""
+    """A qemu `socket,listen=/connect=` or `stream` peer: 4-byte big-endian length framing.
+
+    Sends go through a sender thread of the peer's own, in order, so a test can send more
+    than the socket buffers hold and read at the same time, as qemu does: the relay stops
+    reading a peer whose receiver is backed up, so a blocking send-then-read would
+    deadlock. A send error is raised by the next send(), flush() or close().
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = track(sock)
         self.rx = ReferenceReassembler()
         self.pending: list[bytes] = []
+        self._outbox: queue.Queue[bytes | None] = queue.Queue()
+        self._sender: threading.Thread | None = None
+        self._send_error: OSError | None = None
+
+    def _send_loop(self) -> None:
+        while True:
+            data = self._outbox.get()
+            try:
+                if data is None:
+                    return
+                if self._send_error is None:
+                    self.sock.sendall(data)
+            except OSError as exc:
+                self._send_error = exc
+            finally:
+                self._outbox.task_done()
+
+    def _queue(self, data: bytes) -> None:
+        if self._send_error is not None:
+            raise self._send_error
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_loop, daemon=True)
+            self._sender.start()
+        self._outbox.put(data)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until everything sent so far is in the kernel."""
+        deadline = time.monotonic() + timeout
+        while self._outbox.unfinished_tasks:
+            if time.monotonic() > deadline:
+                raise AssertionError("send did not complete")
+            time.sleep(0.005)
+        if self._send_error is not None:
+            raise self._send_error
 
     @classmethod
     def connect(cls, addr: object, family: int = socket.AF_INET, timeout: float = 5.0) -> StreamPeer:
@@ -69,10 +111,10 @@ class StreamPeer:
                 time.sleep(0.02)
 
     def send(self, frames: list[bytes]) -> None:
-        self.sock.sendall(frame_stream(frames))
+        self._queue(frame_stream(frames))
 
     def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        self._queue(data)
 
     def recv(self, n: int, timeout: float = 5.0) -> list[bytes]:
         """Exactly n frames, or AssertionError after timeout with what arrived."""
@@ -113,6 +155,9 @@ class StreamPeer:
                 return
 
     def close(self) -> None:
+        if self._sender is not None:
+            self._outbox.put(None)
+            self._sender.join(5)
         self.sock.close()
 
 
