@@ -27,7 +27,7 @@ SIZES = [64, 512, 1500, 9000, 65000]
 SCENARIOS = [
     "direct-udp", "direct-tcp",
     "fastrelay-udp-p2p", "naive-udp-p2p", "netrelay-udp-p2p",
-    "fastrelay-tcp-p2p", "naive-tcp-p2p", "fastrelay-mixed",
+    "fastrelay-tcp-p2p", "naive-tcp-p2p", "netrelay-tcp-p2p", "fastrelay-mixed",
     "fastrelay-tcp-hub-2", "fastrelay-tcp-hub-4", "fastrelay-tcp-hub-8",
     "naive-tcp-hub-2", "naive-tcp-hub-4", "naive-tcp-hub-8",
     "netrelay-tcp-hub-2",
@@ -56,7 +56,12 @@ def machine() -> dict[str, str]:
                          capture_output=True, text=True).stdout.strip() or "unknown"
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "fastrelay"],
                            capture_output=True, text=True).stdout.strip()
+    import shutil
+
+    netrelay = shutil.which("netrelay")
     return {"cpu": cpu, "cores": str(bench_main.cpu_count()), "kernel": platform.release(),
+            "netrelay": (f"`{netrelay}` (on PATH: its rows are measured)" if netrelay
+                         else "not on PATH (its rows are left out)"),
             "python": sys.version.split()[0], "fastrelay": rev + (" (modified)" if dirty else ""),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
@@ -169,6 +174,7 @@ def render(meta: dict[str, str], command: str, rows: list[dict[str, Any]],
         f"- machine: {meta['cpu']}, {meta['cores']} cores, Linux {meta['kernel']}, "
         f"Python {meta['python']}",
         f"- fastrelay: {meta['fastrelay']}",
+        f"- netrelay: {meta['netrelay']}",
         "- method: throughput with the relay pinned to core 1 (`taskset`), load generator and",
         "  sinks on core 0; latency (ping-pong, one frame in flight, 3 s a point) unpinned;",
         "  compiled load generator and sink (bench/src) emulate qemu endpoints; bulk senders",
