@@ -26,5 +26,8 @@ cdef class Port:
     cdef int deliver(self, FrameBatch *batch) except -1
     cdef int queue_from(self, FrameBatch *batch, Py_ssize_t i) except -1
     cdef int after_flush(self) except -1
+    cdef int arm_if_queued(self) except -1
+    cdef ssize_t write_some(self, const char *data, size_t n)
+    cdef int flush_bytes(self) except -1
     cdef inline bint congested(self)
     cdef int fail(self, str reason, bint fault=*) except -1

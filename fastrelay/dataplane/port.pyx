@@ -76,9 +76,32 @@ cdef class Port:
             self.tx_frames += 1
             self.tx_bytes += batch.length[i]
             i += 1
+        return self.arm_if_queued()
+
+    cdef int arm_if_queued(self) except -1:
+        """Watch for writability while the backlog holds anything."""
         if len(self.backlog) and not self.write_armed and self.hub is not None:
             self.hub.want_write(self, True)
         return 0
+
+    cdef ssize_t write_some(self, const char *data, size_t n):
+        """One non-blocking write of a byte stream; -1 with errno set on failure."""
+        return send(self.wfd, data, n, MSG_DONTWAIT | MSG_NOSIGNAL)
+
+    cdef int flush_bytes(self) except -1:
+        """on_writable() of a byte-stream port: send the backlog as it is, then after_flush()."""
+        cdef Backlog q = self.backlog
+        cdef ssize_t r
+        while q.tail > q.head:
+            r = self.write_some(q.data + q.head, q.tail - q.head)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                if errno == EAGAIN:
+                    break
+                return self.fail(errno_text(errno))
+            q.advance(r)
+        return self.after_flush()
 
     cdef int after_flush(self) except -1:
         """Called when on_writable() made progress: once empty, stop watching, let paused

@@ -64,20 +64,11 @@ cdef class StdioPort(Port):
                 continue
             self.tx_frames += 1
             self.tx_bytes += length
-        if len(self.backlog) and not self.write_armed:
-            self.hub.want_write(self, True)
-        return 0
+        return self.arm_if_queued()
+
+    cdef ssize_t write_some(self, const char *data, size_t n):
+        # stdout is a pipe, a terminal or a file, not necessarily a socket.
+        return write(self.wfd, data, n)
 
     cdef int on_writable(self) except -1:
-        cdef Backlog q = self.backlog
-        cdef ssize_t r
-        while q.tail > q.head:
-            r = write(self.wfd, q.data + q.head, q.tail - q.head)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                if errno == EAGAIN:
-                    break
-                return self.fail(errno_text(errno))
-            q.advance(r)
-        return self.after_flush()
+        return self.flush_bytes()

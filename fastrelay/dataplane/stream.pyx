@@ -106,15 +106,4 @@ cdef class StreamPort(Port):
         return 0
 
     cdef int on_writable(self) except -1:
-        cdef Backlog q = self.backlog
-        cdef ssize_t r
-        while q.tail > q.head:
-            r = send(self.wfd, q.data + q.head, q.tail - q.head, MSG_DONTWAIT | MSG_NOSIGNAL)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                if errno == EAGAIN:
-                    break
-                return self.fail(errno_text(errno))
-            q.advance(r)
-        return self.after_flush()
+        return self.flush_bytes()

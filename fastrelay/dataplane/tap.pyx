@@ -289,9 +289,7 @@ cdef class TapPort(Port):
             self.tx_frames += 1
             self.tx_bytes += batch.length[i]
             i += 1
-        if len(self.backlog) and not self.write_armed and self.hub is not None:
-            self.hub.want_write(self, True)
-        return 0
+        return self.arm_if_queued()
 
     cdef int on_writable(self) except -1:
         cdef Backlog q = self.backlog

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
+import stat
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -12,7 +14,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastrelay")
 
-__all__ = ["Endpoint"]
+__all__ = ["Endpoint", "remove_stale_socket"]
+
+
+def remove_stale_socket(path: str) -> None:
+    """Remove a unix socket left at path by an earlier run (never a file of another kind;
+    abstract names, starting with NUL, have nothing on disk)."""
+    if path.startswith("\0"):
+        return
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class Endpoint(abc.ABC):

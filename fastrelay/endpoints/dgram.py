@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import stat
 from typing import TYPE_CHECKING
 
 from .. import defaults
 from .._core import DatagramPort
 from ..errors import StartError
 from ..targets import UDPTarget, UnixDgramTarget
-from .base import Endpoint
+from .base import Endpoint, remove_stale_socket
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -80,12 +79,7 @@ class DatagramEndpoint(Endpoint):
     def _open_unix(self, target: UnixDgramTarget) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         local = target.local
-        if not local.startswith("\0"):
-            try:
-                if stat.S_ISSOCK(os.stat(local).st_mode):
-                    os.unlink(local)  # a stale socket of an earlier run
-            except FileNotFoundError:
-                pass
+        remove_stale_socket(local)
         try:
             sock.bind(local)
         except OSError as exc:

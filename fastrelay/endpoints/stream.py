@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import stat
 from typing import TYPE_CHECKING, Any
 
 from .._core import StreamPort
 from ..backoff import Backoff
 from ..errors import StartError
 from ..targets import TCPListenTarget, TCPTarget, UnixListenTarget, UnixTarget
-from .base import Endpoint, log
+from .base import Endpoint, log, remove_stale_socket
 
 if TYPE_CHECKING:
     from .._core import Port
@@ -158,12 +157,7 @@ class StreamListenerEndpoint(Endpoint):
         target = self.target
         if isinstance(target, UnixListenTarget):
             path = target.path
-            if not path.startswith("\0"):
-                try:
-                    if stat.S_ISSOCK(os.stat(path).st_mode):
-                        os.unlink(path)  # a stale socket of an earlier run
-                except FileNotFoundError:
-                    pass
+            remove_stale_socket(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.bind(path)
