@@ -167,9 +167,12 @@ class Relay:
         return await self._done
 
     async def drain(self, timeout: float) -> bool:
-        """Let the hub run until every queue is empty or timeout passes; True if drained."""
+        """Stop reading, then let the hub run until every queue is empty or timeout passes;
+        True if drained. (Without the stop, a peer that keeps sending would hold the
+        queues up until the deadline.)"""
         if not self._watching:
             return True
+        self.hub.stop_reading()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.queued_bytes():

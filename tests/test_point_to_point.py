@@ -237,3 +237,55 @@ def test_small_queues_drop_whole_frames_never_framing(inprocess_relay, queue) ->
     assert positions == sorted(positions)  # in order, none twice
     dropped = r.call(lambda: sum(p.drop_queue for p in r.relay.hub.ports))
     assert len(got) + dropped == len(frames)
+
+
+def test_sigterm_stops_reading_then_drains_promptly(relay_process) -> None:  # type: ignore[no-untyped-def]
+    """A sender that never pauses must not hold a graceful stop up to its deadline.
+
+    The receiver is slow, so the relay always has frames queued for it: only a relay
+    that stops reading the sender when told to stop can empty its queue before the
+    2 s drain deadline.
+    """
+    import signal
+    import time
+
+    la, lb = StreamListener(), StreamListener()
+    proc = relay_process(f"{LOOP4}:{la.port}", f"{LOOP4}:{lb.port}")
+    a, b = la.accept(), lb.accept()
+    b.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    stop = threading.Event()
+
+    def flood() -> None:  # bounded: at most 20 s of 1500-byte frames
+        deadline = time.monotonic() + 20
+        chunk = b"".join(len(f).to_bytes(4, "big") + f
+                         for f in [make_frame(1500, i) for i in range(100)])
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                a.sock.sendall(chunk)
+            except OSError:
+                return
+
+    def slow_read(seconds: float) -> None:  # ~3 MB/s
+        until = time.monotonic() + seconds
+        b.sock.settimeout(0.05)
+        while time.monotonic() < until and proc.proc.poll() is None:
+            try:
+                if not b.sock.recv(16384):
+                    return
+            except (socket.timeout, ConnectionResetError):
+                pass
+            time.sleep(0.005)
+
+    sender = threading.Thread(target=flood)
+    sender.start()
+    try:
+        slow_read(0.5)  # traffic flows and the relay's queue for b fills
+        began = time.monotonic()
+        proc.proc.send_signal(signal.SIGTERM)
+        slow_read(10)
+        took = time.monotonic() - began
+        assert proc.proc.wait(5) == 0
+        assert took < 1.0, f"stop took {took:.2f}s (the drain deadline is 2 s)"
+    finally:
+        stop.set()
+        sender.join(30)

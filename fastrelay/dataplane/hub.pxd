@@ -6,6 +6,7 @@ cdef class Hub:
         list live                # attached ports, replaced (never mutated) on change
         list closing             # ports closed during the current poll(), kept alive to its end
         list paused              # ports whose reading is suspended for back-pressure
+        bint draining            # stop_reading() was called: no port is read again
         object on_close          # control plane callback(port, reason, fault)
         FrameBatch batch         # scratch batch shared by all readers (one at a time)
         char **batch_rec         # owned storage behind batch

@@ -49,7 +49,7 @@ cdef class Hub:
             raise ValueError(f"{port.name}: port is closed")
         if port.hub is not None:
             raise ValueError(f"{port.name}: port is already attached")
-        ev.events = EPOLLIN | EPOLLRDHUP
+        ev.events = 0 if self.draining else EPOLLIN | EPOLLRDHUP
         ev.data.ptr = <void *>port
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, port.fd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
@@ -62,7 +62,7 @@ cdef class Hub:
                 epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.fd, NULL)
                 PyErr_SetFromErrno(OSError)
             # EPERM: a regular file or /dev/null, always writable: nothing to watch.
-        port.armed = EPOLLIN | EPOLLRDHUP
+        port.armed = 0 if self.draining else EPOLLIN | EPOLLRDHUP
         port.hub = self
         self.live = self.live + [port]
         # A new peer may relieve congestion: let paused readers look again.
@@ -90,6 +90,16 @@ cdef class Hub:
         self.resume_readers()
         if reason is not None and self.on_close is not None:
             self.on_close(port, reason, fault)
+
+    def stop_reading(self):
+        """Read no port again; backlogs keep flushing (a graceful stop drains them)."""
+        cdef Port p
+        self.draining = True
+        self.paused = []
+        for p in self.live:
+            p.paused = True
+            p.armed = 0
+            self.update_events(p)
 
     def close(self):
         """Detach and close every port (no callbacks)."""
@@ -197,7 +207,7 @@ cdef class Hub:
     cdef int resume_readers(self) except -1:
         """Let back-pressured ports read again; they pause again if still pointless."""
         cdef Port p
-        if not self.paused:
+        if not self.paused or self.draining:
             return 0
         paused = self.paused
         self.paused = []
