@@ -32,16 +32,22 @@ void sleep_ns(uint64_t ns)
 	nanosleep(&ts, NULL);
 }
 
+/** vsay() - print "prog: message" and a newline to stderr. */
+static void vsay(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "%s: ", g_prog);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 /** die() - print "prog: message" to stderr and exit with status 2. */
 void die(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", g_prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsay(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	exit(2);
 }
 
@@ -56,11 +62,9 @@ void warn(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", g_prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsay(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 /** parse_long() - parse decimal @s within [@lo, @hi] or die naming @what. */

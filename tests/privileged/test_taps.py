@@ -194,32 +194,19 @@ def one_error_line(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
     return proc.returncode, lines[0]
 
 
-def test_not_a_bridge_is_refused_and_nothing_is_left(lab: Lab) -> None:
+@pytest.mark.parametrize("target, wrap, message", [
+    ("va", None, "'va' is not a bridge"),                          # not a bridge
+    ("brA", "hide_tun", "/dev/net/tun does not exist"),            # no tun device
+    ("brA", "unprivileged", "needs CAP_NET_ADMIN"),                # no privileges
+])
+def test_bridge_errors_give_one_line_and_leave_nothing(lab: Lab, target: str,
+                                                       wrap: str | None, message: str) -> None:
     two_hosts(lab)
     before = lab.links()
-    status, line = one_error_line(lab.relay("va", "br-b.2", verbose=False))
+    kwargs = {"wrap": getattr(lab, wrap)()} if wrap else {}
+    status, line = one_error_line(lab.relay(target, "br-b.2", verbose=False, **kwargs))
     assert status == 1
-    assert "'va' is not a bridge" in line
-    assert lab.links() == before
-
-
-def test_missing_tun_device(lab: Lab) -> None:
-    two_hosts(lab)
-    before = lab.links()
-    status, line = one_error_line(lab.relay("brA", "br-b.2", wrap=lab.hide_tun(),
-                                            verbose=False))
-    assert status == 1
-    assert "/dev/net/tun does not exist" in line
-    assert lab.links() == before
-
-
-def test_bridge_without_cap_net_admin(lab: Lab) -> None:
-    two_hosts(lab)
-    before = lab.links()
-    status, line = one_error_line(lab.relay("brA", "br-b.2", wrap=lab.unprivileged(),
-                                            verbose=False))
-    assert status == 1
-    assert "needs CAP_NET_ADMIN" in line
+    assert message in line
     assert lab.links() == before
 
 
