@@ -6,12 +6,22 @@ FRAME_MIN_LEN: int
 FRAME_MAX_LEN: int
 DGRAM_MAX_LEN: int
 QUEUE_DEFAULT_BYTES: int
+QUEUE_BUDGET_DEFAULT_BYTES: int
+DEBUG_BUILD: bool
 TUN_CONSTANTS: dict[str, int]
 
 class FrameError(ValueError): ...
 
+class QueueBudget:
+    limit: int
+    used: int
+    peak: int
+    refused: int
+    def __init__(self, limit: int = ...) -> None: ...
+
 class FrameReassembler:
     bad_length: int
+    runts: int
     def __init__(self, max_frame: int = ...) -> None: ...
     @property
     def pending(self) -> int: ...
@@ -29,12 +39,16 @@ class Port:
     drop_queue: int
     drop_invalid: int
     drop_send: int
+    drop_bounds: int
     def __init__(self, fd: int, name: str, *args: Any, queue_bytes: int = ...,
                  owns_fd: bool = ..., **kwargs: Any) -> None: ...
     @property
     def closed(self) -> bool: ...
     @property
     def queued_bytes(self) -> int: ...
+    @property
+    def queued_frames(self) -> int: ...
+    def close(self) -> None: ...
     def stats(self) -> dict[str, int]: ...
 
 class StreamPort(Port):
@@ -48,6 +62,8 @@ class DatagramPort(Port):
     gro_messages: int
     send_errors: int
     last_send_errno: int
+    rx_errors: int
+    last_rx_errno: int
     def __init__(self, fd: int, name: str, *args: Any, family: int = ..., peer: Any = None,
                  learn_peer: bool = False, max_frame: int = ..., queue_bytes: int = ...,
                  owns_fd: bool = ..., **kwargs: Any) -> None: ...
@@ -55,8 +71,8 @@ class DatagramPort(Port):
     def has_peer(self) -> bool: ...
 
 class StdioPort(Port):
-    def __init__(self, fd: int, name: str, *args: Any, wfd: int = -1, queue_bytes: int = ...,
-                 owns_fd: bool = ..., **kwargs: Any) -> None: ...
+    def __init__(self, fd: int, name: str, *args: Any, wfd: int = -1, max_frame: int = ...,
+                 queue_bytes: int = ..., owns_fd: bool = ..., **kwargs: Any) -> None: ...
 
 class TapPort(Port):
     nqueues: int
@@ -71,7 +87,9 @@ class TapPort(Port):
     def close_queues(self) -> None: ...
 
 class Hub:
-    def __init__(self, on_close: Callable[[Port, str, bool], object] | None = None) -> None: ...
+    budget: QueueBudget
+    def __init__(self, on_close: Callable[[Port, str, bool], object] | None = None,
+                 budget: QueueBudget | None = None) -> None: ...
     def fileno(self) -> int: ...
     @property
     def ports(self) -> list[Port]: ...

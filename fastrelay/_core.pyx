@@ -3,7 +3,7 @@ import os
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_SetFromErrno
-from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
+from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.string cimport memcpy, memmove, memset
 
 include "dataplane/util.pxi"
@@ -22,9 +22,11 @@ FRAME_MIN_LEN = FRAME_MIN
 FRAME_MAX_LEN = FRAME_MAX
 DGRAM_MAX_LEN = DGRAM_MAX
 QUEUE_DEFAULT_BYTES = QUEUE_DEFAULT
+QUEUE_BUDGET_DEFAULT_BYTES = QUEUE_BUDGET_DEFAULT
+DEBUG_BUILD = bool(FASTRELAY_DEBUG)
 
 __all__ = (
     "Hub", "Port", "StreamPort", "DatagramPort", "StdioPort", "TapPort", "FrameReassembler",
-    "FrameError", "FRAME_MIN_LEN", "FRAME_MAX_LEN", "DGRAM_MAX_LEN", "QUEUE_DEFAULT_BYTES",
-    "TUN_CONSTANTS",
+    "QueueBudget", "FrameError", "FRAME_MIN_LEN", "FRAME_MAX_LEN", "DGRAM_MAX_LEN",
+    "QUEUE_DEFAULT_BYTES", "QUEUE_BUDGET_DEFAULT_BYTES", "DEBUG_BUILD", "TUN_CONSTANTS",
 )

@@ -13,22 +13,30 @@ class ReferenceError(ValueError):
 
 
 class ReferenceReassembler:
-    """Byte-at-a-time-simple reassembly: accumulate, cut complete records, check lengths."""
+    """Byte-at-a-time-simple reassembly: accumulate, cut complete records, check lengths.
+
+    A length above max_frame is an error (the stream cannot be trusted past it); a runt
+    (length below FRAME_MIN) is skipped once complete and counted in `runts`.
+    """
 
     def __init__(self, max_frame: int = FRAME_MAX) -> None:
         self.max_frame = max_frame
         self.buf = bytearray()
+        self.runts = 0
 
     def feed_data(self, data: bytes) -> list[bytes]:
         self.buf += data
         frames = []
         while len(self.buf) >= 4:
             (length,) = struct.unpack_from(">I", self.buf)
-            if not FRAME_MIN <= length <= self.max_frame:
+            if length > self.max_frame:
                 raise ReferenceError(f"bad frame length {length}")
             if len(self.buf) < 4 + length:
                 break
-            frames.append(bytes(self.buf[4:4 + length]))
+            if length < FRAME_MIN:
+                self.runts += 1
+            else:
+                frames.append(bytes(self.buf[4:4 + length]))
             del self.buf[:4 + length]
         return frames
 

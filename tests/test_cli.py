@@ -136,7 +136,9 @@ def test_vv_logs_connections(relay_process) -> None:  # type: ignore[no-untyped-
     port = free_port()
     proc = relay_process("-vv", "-l", f"{LOOP4}:{port}")
     a = StreamPeer.connect((LOOP4, port))
+    b = StreamPeer.connect((LOOP4, port))
     a.send([make_frame(60)])
+    assert len(b.recv(1)) == 1
     a.close()
     import time
     time.sleep(0.5)

@@ -70,19 +70,25 @@ def test_bad_length_drops_only_that_client(relay_process) -> None:  # type: igno
     assert b.recv(len(frames)) == frames
     assert proc.proc.poll() is None
     err = proc.stderr
-    assert "bad frame length 70000 (allowed 14..69632)" in err
+    assert "bad frame length 70000 (longest allowed 69632)" in err
     assert err.count("\n") == 1, err  # one line, naming the client
     assert "tcp client 127.0.0.1:" in err
 
 
-def test_frame_shorter_than_ethernet_header_drops_client(inprocess_relay) -> None:  # type: ignore[no-untyped-def]
+def test_runt_is_dropped_and_the_stream_goes_on(inprocess_relay) -> None:  # type: ignore[no-untyped-def]
+    """A length below 14 still says where the next record starts: drop it, keep the client."""
     port = free_port()
     r = inprocess_relay(listen=f"{LOOP4}:{port}")
-    a, bad = clients(port, 2)
+    a, sender = clients(port, 2)
     wait_ports(r, 2)
-    bad.send_raw((13).to_bytes(4, "big") + b"y" * 13)
-    bad.expect_closed()
-    wait_ports(r, 1)
+    before, after = make_frame(60, 1), make_frame(70, 2)
+    runts = b"".join(n.to_bytes(4, "big") + b"y" * n for n in range(14))
+    sender.send_raw(len(before).to_bytes(4, "big") + before + runts
+                    + len(after).to_bytes(4, "big") + after)
+    assert a.recv(2) == [before, after]
+    wait_ports(r, 2)
+    wait_until(lambda: r.call(lambda: r.relay.totals()["drop_invalid"]) == 14,
+               what="14 runts counted")
 
 
 def test_stalled_reader_does_not_stall_the_others(inprocess_relay) -> None:  # type: ignore[no-untyped-def]

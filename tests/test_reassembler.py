@@ -32,8 +32,7 @@ def test_random_splits_match_reference(sizes, cuts, data) -> None:  # type: igno
 
 
 @settings(max_examples=100, deadline=None)
-@given(good=frame_sizes, bad=st.one_of(st.integers(0, 13), st.integers(69633, 2**32 - 1)),
-       split=st.integers(0, 200000))
+@given(good=frame_sizes, bad=st.integers(69633, 2**32 - 1), split=st.integers(0, 200000))
 def test_bad_length_raises_like_reference_after_good_frames(good, bad, split) -> None:  # type: ignore[no-untyped-def]
     frames = [b"\x01" * n for n in good]
     stream = frame_stream(frames) + struct.pack(">I", bad) + b"\x00" * 20
@@ -48,6 +47,23 @@ def test_bad_length_raises_like_reference_after_good_frames(good, bad, split) ->
         out_r += reference.feed_data(stream[:split])
         out_r += reference.feed_data(stream[split:])
     assert out_c == out_r
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=st.lists(st.one_of(st.integers(0, 13), st.integers(14, 2000)), max_size=40),
+       splits=st.lists(st.integers(0, 100000), max_size=6))
+def test_runts_are_skipped_like_reference(sizes, splits) -> None:  # type: ignore[no-untyped-def]
+    """Lengths 0..13 keep the framing: skipped and counted, the frames around them kept."""
+    stream = frame_stream([bytes([n % 251]) * n for n in sizes])
+    cuts = sorted({s % (len(stream) + 1) for s in splits} | {0, len(stream)})
+    compiled, reference = FrameReassembler(), ReferenceReassembler()
+    out_c: list[bytes] = []
+    out_r: list[bytes] = []
+    for a, b in zip(cuts, cuts[1:]):
+        out_c += compiled.feed_data(stream[a:b])
+        out_r += reference.feed_data(stream[a:b])
+    assert out_c == out_r == [bytes([n % 251]) * n for n in sizes if n >= 14]
+    assert compiled.runts == reference.runts == sum(1 for n in sizes if n < 14)
 
 
 def test_header_split_byte_by_byte() -> None:
@@ -65,7 +81,7 @@ def test_header_split_byte_by_byte() -> None:
 def test_max_frame_is_configurable() -> None:
     r = FrameReassembler(1500)
     assert r.feed_data(frame_stream([b"x" * 1500])) == [b"x" * 1500]
-    with pytest.raises(FrameError, match="allowed 14..1500"):
+    with pytest.raises(FrameError, match="longest allowed 1500"):
         r.feed_data(frame_stream([b"x" * 1501]))
     with pytest.raises(ValueError):
         FrameReassembler(70000)

@@ -26,11 +26,27 @@ cdef enum:
     IOV_MAX = 1024
     # Ready events handled per Hub.poll().
     EVENTS_MAX = 64
-    # UDP GSO (UDP_SEGMENT): segments per message (the kernel's UDP_MAX_SEGMENTS is 64
-    # on older kernels) and bytes per message (an IPv4 datagram's payload limit).
+    # UDP GSO (UDP_SEGMENT) on send: segments per message (the kernel's UDP_MAX_SEGMENTS:
+    # 64 before Linux 6.x raised it to 128; we send at most the lower figure) and bytes per
+    # message (an IPv4 datagram's payload limit). Receiving, UDP_GRO may hand over any
+    # number of segments (128 from a local GSO sender, 64 from the GRO engine): the split
+    # in dgram.pyx depends on no segment count, only on the bytes it has room for.
     GSO_SEGMENTS_MAX = 64
     GSO_BYTES_MAX = 65507
+    # After the kernel refused a GSO run for a peer (EINVAL/EIO/EMSGSIZE: a route whose
+    # MTU is below the frame size, a device without checksum offload), this many frames go
+    # out one datagram each before GSO is tried again (routes change; one error is no verdict).
+    GSO_RETRY_FRAMES = 65536
+    # Records split out of coalesced (UDP_GRO) datagrams are written here, per port; when
+    # the next record would not fit, the batch so far is forwarded and the buffer reused.
+    GRO_SPREAD = STREAM_READ
     # Control buffer of one message: CMSG_SPACE(sizeof(uint16_t)), rounded up.
     GSO_CTRL = 32
     # Default bound of one port's backlog (queue depth) in bytes.
     QUEUE_DEFAULT = 4194304
+    # Largest backlog bound one port may be given (1 GiB): sizes past it are a typo.
+    QUEUE_MAX = 1073741824
+    # Default memory all backlogs of one relay may allocate together (QueueBudget).
+    QUEUE_BUDGET_DEFAULT = 67108864
+    # First allocation of a backlog; it doubles from there as the queue grows.
+    BACKLOG_CHUNK = 65536

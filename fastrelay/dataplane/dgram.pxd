@@ -7,14 +7,17 @@ cdef class DatagramPort(Port):
         iovec *rx_iov            # owned; one per slot, pointing past the slot's header
         sockaddr_storage *rx_from  # owned; the source of each received datagram
         char *rx_ctrl            # owned; one GSO_CTRL control buffer per slot (UDP_GRO size)
-        char *spread             # owned, lazily; records split out of coalesced datagrams
+        char *spread             # owned, lazily; GRO_SPREAD bytes: records split out of
+                                 # coalesced datagrams (reused once their batch is forwarded)
         readonly bint gro        # UDP_GRO on: coalesced runs arrive and are split here
         readonly uint64_t gro_messages  # coalesced datagrams received and split
         mmsghdr *tx_msgs         # owned; sendmmsg vector, one message per run of frames
         iovec *tx_iov            # owned; one per frame (a GSO message spans several)
         char *tx_ctrl            # owned; one GSO_CTRL control buffer per message
         Py_ssize_t *tx_first     # owned; index of the first frame of each message
-        readonly bint gso        # UDP_SEGMENT in use (inet sockets, until the kernel refuses)
+        readonly bint gso        # UDP_SEGMENT in use now (inet sockets)
+        bint gso_capable         # the socket could use UDP_SEGMENT at all
+        Py_ssize_t gso_resume_in # frames to send one by one before GSO is tried again
         readonly uint64_t gso_messages  # messages sent as a GSO run of several frames
         sockaddr_storage peer    # where frames are sent
         socklen_t peer_len       # 0 while no peer is known (learning mode, nothing heard yet)
@@ -22,9 +25,10 @@ cdef class DatagramPort(Port):
         uint32_t max_frame       # longest frame accepted and sent
         readonly uint64_t send_errors   # sendmmsg failures other than EAGAIN (peer absent...)
         readonly int last_send_errno    # errno of the latest of those
+        readonly uint64_t rx_errors     # errors reported on receive (ICMP for earlier sends...)
+        readonly int last_rx_errno      # errno of the latest of those
 
-    cdef int split_coalesced(self, FrameBatch *batch, char *data, Py_ssize_t length,
-                             Py_ssize_t segment, Py_ssize_t *spread_used) except -1
+    cdef FrameBatch *split_coalesced(self, FrameBatch *batch, char *data, Py_ssize_t length,
+                                     Py_ssize_t segment, Py_ssize_t *spread_used) except NULL
     cdef Py_ssize_t build_messages(self, char **frames, uint32_t *lengths, Py_ssize_t n)
-    cdef int send_frames(self, char **frames, uint32_t *lengths, Py_ssize_t n,
-                         bint count_tx) except -1
+    cdef int send_frames(self, char **frames, uint32_t *lengths, Py_ssize_t n) except -1

@@ -25,8 +25,11 @@ cdef class DatagramPort(Port):
     (measured here: relay CPU per frame ~2.7x lower). If the kernel refuses GSO for this
     peer (a route MTU below the frame size), the port falls back to one message per frame.
     Receiving, UDP_GRO is on: a peer that sends GSO runs (another fastrelay, a tool)
-    hands over up to 64 datagrams in one buffer; they are split into records in `spread`
-    (the one copy on this path: the records need their length header in front).
+    hands over up to 64 KiB of datagrams in one buffer, in any number of segments; they
+    are split into records in `spread` (the one copy on this path: the records need their
+    length header in front), and the batch is forwarded early whenever `spread` or the
+    batch is full. With GRO on every slot takes a whole 64 KiB message whatever max_frame
+    is: the bound applies to each datagram, not to a coalesced run.
     A datagram that is too short, too long or
     truncated is dropped and counted; the port stays open, since one bad datagram says
     nothing about the next. A missing peer (ECONNREFUSED, ENOENT) drops frames, counted.
@@ -56,13 +59,15 @@ cdef class DatagramPort(Port):
                 or self.rx_from == NULL or self.tx_msgs == NULL or self.tx_iov == NULL
                 or self.tx_ctrl == NULL or self.tx_first == NULL or self.rx_ctrl == NULL):
             raise MemoryError()
-        self.gso = family == AF_INET or family == AF_INET6
+        self.gso_capable = self.gso = family == AF_INET or family == AF_INET6
         cdef int on = 1
         self.gro = self.gso and setsockopt(fd, IPPROTO_UDP, UDP_GRO, &on, sizeof(on)) == 0
         for i in range(DGRAM_BATCH):
             self.rx_iov[i].iov_base = self.slots + i * DGRAM_SLOT + HDR_LEN
-            # One byte more than we accept, so an oversized datagram shows as MSG_TRUNC.
-            self.rx_iov[i].iov_len = self.max_frame + 1 if self.max_frame < DGRAM_MAX else DGRAM_MAX
+            # With GRO a message is a run of datagrams of up to 64 KiB, whatever max_frame;
+            # without, one byte more than we accept shows an oversized one as MSG_TRUNC.
+            self.rx_iov[i].iov_len = (DGRAM_MAX if self.gro or self.max_frame >= DGRAM_MAX
+                                      else self.max_frame + 1)
             self.rx_msgs[i].msg_hdr.msg_iov = &self.rx_iov[i]
             self.rx_msgs[i].msg_hdr.msg_iovlen = 1
 
@@ -81,6 +86,13 @@ cdef class DatagramPort(Port):
     @property
     def has_peer(self):
         return self.peer_len != 0
+
+    def stats(self):
+        """The common counters plus the datagram socket's own."""
+        d = Port.stats(self)
+        d.update(rx_errors=self.rx_errors, send_errors=self.send_errors,
+                 gso_messages=self.gso_messages, gro_messages=self.gro_messages)
+        return d
 
     cdef int on_readable(self) except -1:
         cdef int n, i, reads
@@ -102,9 +114,10 @@ cdef class DatagramPort(Port):
             if n < 0:
                 if errno == EAGAIN or errno == EINTR:
                     return 0
-                # Errors queued by ICMP (a peer not listening yet) are not fatal here.
-                self.send_errors += 1
-                self.last_send_errno = errno
+                # Errors queued by ICMP (a peer not listening yet) are not fatal here;
+                # reading them clears them.
+                self.rx_errors += 1
+                self.last_rx_errno = errno
                 return 0
             batch = self.hub.new_batch()
             spread_used = 0
@@ -114,12 +127,17 @@ cdef class DatagramPort(Port):
                 if self.gro and not self.rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
                     segment = gro_segment(&self.rx_msgs[i].msg_hdr)
                     if 0 < segment < length:
-                        self.split_coalesced(batch, slot + HDR_LEN, length, segment,
-                                             &spread_used)
+                        batch = self.split_coalesced(batch, slot + HDR_LEN, length, segment,
+                                                     &spread_used)
+                        if self.fd < 0:
+                            return 0
                         continue
                 if (self.rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC or length > self.max_frame
                         or length < FRAME_MIN):
                     self.drop_invalid += 1
+                    continue
+                if overflows(batch.count + 1, BATCH_MAX, "datagram batch"):
+                    self.drop_bounds += 1
                     continue
                 store_be32(slot, length)
                 batch.rec[batch.count] = slot
@@ -150,39 +168,53 @@ cdef class DatagramPort(Port):
             for i in range(n):
                 frames[i] = batch.rec[done + i] + HDR_LEN
                 lengths[i] = batch.length[done + i]
-            sent = self.send_frames(frames, lengths, n, True)
+            sent = self.send_frames(frames, lengths, n)
             done += sent
             if sent < n:
                 return self.queue_from(batch, done)
         return 0
 
-    cdef int split_coalesced(self, FrameBatch *batch, char *data, Py_ssize_t length,
-                             Py_ssize_t segment, Py_ssize_t *spread_used) except -1:
-        """Split a UDP_GRO buffer of `length` bytes into records of `segment` bytes."""
+    cdef FrameBatch *split_coalesced(self, FrameBatch *batch, char *data, Py_ssize_t length,
+                                     Py_ssize_t segment, Py_ssize_t *spread_used) except NULL:
+        """Split a UDP_GRO buffer of `length` bytes into records of `segment` bytes.
+
+        Records go to `spread`; when the next one would not fit there, or the batch is full,
+        the batch so far is forwarded and both start over (the ports have copied what they
+        keep by then). Returns the batch to go on with.
+        """
         cdef Py_ssize_t off = 0, size
         cdef char *rec
         if self.spread == NULL:
-            # Every slot's bytes plus a header per segment (at most GSO_SEGMENTS_MAX each).
-            self.spread = <char *>PyMem_RawMalloc(
-                DGRAM_BATCH * (DGRAM_MAX + GSO_SEGMENTS_MAX * HDR_LEN))
+            self.spread = <char *>PyMem_RawMalloc(GRO_SPREAD)
             if self.spread == NULL:
                 raise MemoryError()
         self.gro_messages += 1
         while off < length:
             size = min(segment, length - off)
-            if size < FRAME_MIN or size > self.max_frame or batch.count == BATCH_MAX:
-                self.drop_invalid += 1
-            else:
-                rec = self.spread + spread_used[0]
-                store_be32(rec, size)
-                memcpy(rec + HDR_LEN, data + off, size)
-                spread_used[0] += HDR_LEN + size
-                batch.rec[batch.count] = rec
-                batch.length[batch.count] = size
-                batch.count += 1
-                batch.nbytes += size
             off += size
-        return 0
+            if size < FRAME_MIN or size > self.max_frame:
+                self.drop_invalid += 1
+                continue
+            if spread_used[0] + HDR_LEN + size > GRO_SPREAD or batch.count == BATCH_MAX:
+                if batch.count:
+                    self.hub.forward(self, batch)
+                    if self.fd < 0:
+                        return batch
+                batch = self.hub.new_batch()
+                spread_used[0] = 0
+            if (overflows(spread_used[0] + HDR_LEN + size, GRO_SPREAD, "GRO spread buffer")
+                    or overflows(batch.count + 1, BATCH_MAX, "datagram batch")):
+                self.drop_bounds += 1
+                continue
+            rec = self.spread + spread_used[0]
+            store_be32(rec, size)
+            memcpy(rec + HDR_LEN, data + off - size, size)
+            spread_used[0] += HDR_LEN + size
+            batch.rec[batch.count] = rec
+            batch.length[batch.count] = size
+            batch.count += 1
+            batch.nbytes += size
+        return batch
 
     cdef Py_ssize_t build_messages(self, char **frames, uint32_t *lengths, Py_ssize_t n):
         """Fill tx_msgs for frames 0..n-1, one message per GSO run; return the count."""
@@ -232,13 +264,12 @@ cdef class DatagramPort(Port):
         self.tx_first[m] = n
         return m
 
-    cdef int send_frames(self, char **frames, uint32_t *lengths, Py_ssize_t n,
-                         bint count_tx) except -1:
+    cdef int send_frames(self, char **frames, uint32_t *lengths, Py_ssize_t n) except -1:
         """Send frames to the peer; returns how many were consumed (sent or dropped).
 
         Stops early only when the socket buffer is full (EAGAIN): the caller queues the
-        rest. A frame the kernel refuses for itself (too big, peer gone) is dropped.
-        count_tx is False for frames from the backlog: they were counted when queued.
+        rest. A frame the kernel refuses for itself (too big, peer gone) is dropped and
+        counted (drop_send); the frames sent are counted (tx).
         """
         cdef Py_ssize_t i, done = 0, m, sent_msgs, sent_frames
         cdef int r, err
@@ -250,21 +281,26 @@ cdef class DatagramPort(Port):
                 for i in range(r):
                     if self.tx_first[i + 1] - self.tx_first[i] > 1:
                         self.gso_messages += 1
-                if count_tx:
-                    for i in range(done, done + sent_frames):
-                        self.tx_bytes += lengths[i]
-                    self.tx_frames += sent_frames
+                for i in range(done, done + sent_frames):
+                    self.tx_bytes += lengths[i]
+                self.tx_frames += sent_frames
                 done += sent_frames
+                if not self.gso and self.gso_capable:
+                    self.gso_resume_in -= sent_frames
+                    self.gso = self.gso_resume_in <= 0
                 continue
             err = errno
             if r < 0 and err == EINTR:
                 continue
             if r < 0 and (err == EAGAIN or err == ENOBUFS):
                 break
-            if self.tx_first[1] - self.tx_first[0] > 1:
-                # The kernel will not segment for this peer (EINVAL/EIO when the route's
-                # MTU is below the frame size): send one datagram per frame from now on.
+            if (self.tx_first[1] - self.tx_first[0] > 1
+                    and (err == EINVAL or err == EIO or err == EMSGSIZE)):
+                # The kernel will not segment for this peer (a route whose MTU is below the
+                # frame size, a device without checksum offload): one datagram per frame
+                # for a while, then GSO again. Other errors are the peer's, not GSO's.
                 self.gso = False
+                self.gso_resume_in = GSO_RETRY_FRAMES
                 continue
             # The first frame failed for a reason of its own: drop it, go on.
             self.send_errors += 1
@@ -272,6 +308,16 @@ cdef class DatagramPort(Port):
             self.drop_send += 1
             done += 1
         return done
+
+    cdef int on_hangup(self, uint32_t events) except -1:
+        """EPOLLERR on a datagram socket is an ICMP error for an earlier send: clear and count
+        it, without reading frames nobody could take now. The port stays."""
+        cdef int err = 0
+        cdef socklen_t size = sizeof(err)
+        if getsockopt(self.fd, SOL_SOCKET, SO_ERROR, &err, &size) == 0 and err:
+            self.rx_errors += 1
+            self.last_rx_errno = err
+        return 0
 
     cdef int on_writable(self) except -1:
         cdef char *frames[IOV_MAX]
@@ -286,11 +332,11 @@ cdef class DatagramPort(Port):
                 frames[n] = q.data + pos + HDR_LEN
                 pos += HDR_LEN + lengths[n]
                 n += 1
-            sent = self.send_frames(frames, lengths, n, False)
+            sent = self.send_frames(frames, lengths, n)
             pos = 0
             for i in range(sent):
                 pos += HDR_LEN + lengths[i]
-            q.advance(pos)
+            q.advance(pos, NULL)  # counted by send_frames, as sent or as dropped
             if sent < n:
                 break
         return self.after_flush()

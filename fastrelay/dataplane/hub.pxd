@@ -7,6 +7,7 @@ cdef class Hub:
         list closing             # ports closed during the current poll(), kept alive to its end
         list paused              # ports whose reading is suspended for back-pressure
         bint draining            # stop_reading() was called: no port is read again
+        readonly QueueBudget budget  # memory every port's backlog draws from
         object on_close          # control plane callback(port, reason, fault)
         FrameBatch batch         # scratch batch shared by all readers (one at a time)
         char **batch_rec         # owned storage behind batch
@@ -19,3 +20,4 @@ cdef class Hub:
     cdef int want_write(self, Port port, bint on) except -1
     cdef int resume_readers(self) except -1
     cdef int update_events(self, Port port) except -1
+    cdef int park(self, Port port) except -1

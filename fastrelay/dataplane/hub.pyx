@@ -1,5 +1,10 @@
 # Hub: the switchboard; every frame one port reads goes to every other port.
 
+cdef enum:
+    # Set in the epoll data of a port's separate write descriptor (stdio's stdout): tells
+    # its events from those of the read side. Python objects are at least 8-byte aligned.
+    WFD_TAG = 1
+
 cdef class Hub:
     """Fan-out of frames between ports, driven by one epoll set.
 
@@ -7,13 +12,14 @@ cdef class Hub:
     readable: Python runs once per wake-up, everything per frame happens in C. A frame
     read from one port is offered to every other attached port, never back to its source.
     Each port either sends it at once or queues it in its bounded backlog; a full backlog
-    drops whole frames for that port only. When every other port is congested, the source
-    is not read at all (its kernel buffer pushes back on the sender), so a point-to-point
-    link or a hub of equally fast peers loses nothing, while one slow peer loses only its
-    own frames.
+    (or a spent QueueBudget, shared by every port's backlog) drops whole frames for that
+    port only. What the hub guarantees: a source is paused only while every other port is
+    congested (its kernel buffer then pushes back on the sender). So point to point never
+    drops a frame; in a hub, a port slower than the fastest of its peers loses its own
+    frames (counted as drop_queue) and never slows the others.
     """
 
-    def __cinit__(self, on_close=None):
+    def __cinit__(self, on_close=None, QueueBudget budget=None):
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             PyErr_SetFromErrno(OSError)
@@ -21,6 +27,7 @@ cdef class Hub:
         self.closing = []
         self.paused = []
         self.on_close = on_close
+        self.budget = budget if budget is not None else QueueBudget()
         self.batch_rec = <char **>PyMem_RawMalloc(BATCH_MAX * sizeof(char *))
         self.batch_len = <uint32_t *>PyMem_RawMalloc(BATCH_MAX * sizeof(uint32_t))
         self.events = <epoll_event *>PyMem_RawMalloc(EVENTS_MAX * sizeof(epoll_event))
@@ -56,6 +63,7 @@ cdef class Hub:
         port.wfd_watched = False
         if port.wfd != port.fd:
             ev.events = 0
+            ev.data.u64 = <uint64_t><void *>port | WFD_TAG
             if epoll_ctl(self.epfd, EPOLL_CTL_ADD, port.wfd, &ev) == 0:
                 port.wfd_watched = True
             elif errno != EPERM:
@@ -63,7 +71,9 @@ cdef class Hub:
                 PyErr_SetFromErrno(OSError)
             # EPERM: a regular file or /dev/null, always writable: nothing to watch.
         port.armed = 0 if self.draining else EPOLLIN | EPOLLRDHUP
+        port.paused = port.parked = False
         port.hub = self
+        port.backlog.budget = self.budget
         self.live = self.live + [port]
         # A new peer may relieve congestion: let paused readers look again.
         self.resume_readers()
@@ -72,7 +82,8 @@ cdef class Hub:
         """Detach and close a port; on_close(port, reason, fault) is called when reason is given."""
         if port.hub is not self:
             return
-        epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.fd, NULL)
+        if not port.parked:
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.fd, NULL)
         if port.wfd_watched:
             epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.wfd, NULL)
         self.live = [p for p in self.live if p is not port]
@@ -82,14 +93,14 @@ cdef class Hub:
         # epoll may still hold an event naming this port in the current poll(): keep the
         # object alive until poll() returns (events carry a borrowed pointer).
         self.closing.append(port)
-        if port.owns_fd:
-            if port.wfd != port.fd:
-                close(port.wfd)
-            close(port.fd)
-        port.fd = port.wfd = -1
+        port.close_fds()
         self.resume_readers()
-        if reason is not None and self.on_close is not None:
-            self.on_close(port, reason, fault)
+        try:
+            if reason is not None and self.on_close is not None:
+                self.on_close(port, reason, fault)
+        finally:
+            # What is still queued was never sent (on_close has read the figures): free it.
+            port.backlog.release()
 
     def stop_reading(self):
         """Read no port again; backlogs keep flushing (a graceful stop drains them)."""
@@ -111,6 +122,7 @@ cdef class Hub:
         """Handle every ready port once; call when fileno() is readable. Returns events handled."""
         cdef int n, i
         cdef uint32_t ev
+        cdef uint64_t data
         cdef Port port
         n = epoll_wait(self.epfd, self.events, EVENTS_MAX, 0)
         if n < 0:
@@ -119,18 +131,30 @@ cdef class Hub:
             PyErr_SetFromErrno(OSError)
         try:
             for i in range(n):
-                port = <Port>self.events[i].data.ptr
+                data = self.events[i].data.u64
+                port = <Port><void *>(data & ~(<uint64_t>WFD_TAG))
                 ev = self.events[i].events
                 if port.fd < 0:
+                    continue
+                if data & WFD_TAG:
+                    # The separate write side: writable, or its reader went away.
+                    if ev & EPOLLOUT:
+                        port.on_writable()
+                    elif ev & (EPOLLERR | EPOLLHUP):
+                        port.on_output_error()
                     continue
                 if ev & EPOLLOUT:
                     port.on_writable()
                     if port.fd < 0:
                         continue
                 if ev & (EPOLLERR | EPOLLHUP | EPOLLRDHUP):
-                    # The peer left or failed (reported even while paused): read now,
-                    # the read meets the end or the error.
-                    port.on_readable()
+                    # The peer left or failed (reported even while paused). A port that
+                    # may be read meets the end or the error by reading; one that may not
+                    # (paused, alone, draining) must not lose what reading would take.
+                    if not self.draining and not port.paused and self.should_read(port):
+                        port.on_readable()
+                    else:
+                        port.on_hangup(ev)
                 elif ev & EPOLLIN and port.armed & EPOLLIN and self.should_read(port):
                     port.on_readable()
         finally:
@@ -189,18 +213,42 @@ cdef class Hub:
         if not port.wfd_watched:
             return 0
         ev.events = EPOLLOUT if on else 0
-        ev.data.ptr = <void *>port
+        ev.data.u64 = <uint64_t><void *>port | WFD_TAG
         if epoll_ctl(self.epfd, EPOLL_CTL_MOD, port.wfd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
         return 0
 
+    cdef int park(self, Port port) except -1:
+        """Take a paused port whose peer hung up (EPOLLHUP) out of the epoll set.
+
+        A hang-up is reported whatever the port asks for, so a paused port with unread
+        frames would wake the hub forever. Its frames stay in the kernel; resume_readers()
+        puts it back, and reading then meets them and the end. (Its peer can no longer read,
+        so whatever it has queued to send is lost either way.)
+        """
+        if port.parked or port.fd < 0:
+            return 0
+        if epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.fd, NULL) < 0:
+            PyErr_SetFromErrno(OSError)
+        port.parked = True
+        if port not in self.paused:
+            port.paused = True
+            self.paused.append(port)
+        return 0
+
     cdef int update_events(self, Port port) except -1:
         cdef epoll_event ev
+        cdef int op = EPOLL_CTL_MOD
+        if port.parked:
+            if port.paused:
+                return 0  # back in the set when it resumes
+            op = EPOLL_CTL_ADD
+            port.parked = False
         ev.events = port.armed
         if port.write_armed and port.wfd == port.fd:
             ev.events |= EPOLLOUT
         ev.data.ptr = <void *>port
-        if epoll_ctl(self.epfd, EPOLL_CTL_MOD, port.fd, &ev) < 0:
+        if epoll_ctl(self.epfd, op, port.fd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
         return 0
 

@@ -18,8 +18,8 @@ cdef class Port:
                   bint owns_fd=True, **kwargs):
         if fd < 0:
             raise ValueError("fd must be an open descriptor")
-        if queue_bytes < 0:
-            raise ValueError("queue_bytes must be >= 0")
+        if not 0 <= queue_bytes <= QUEUE_MAX:
+            raise ValueError(f"queue_bytes must be within 0..{QUEUE_MAX}")
         self.fd = fd
         self.wfd = fd
         self.name = name
@@ -28,11 +28,7 @@ cdef class Port:
         self.owns_fd = owns_fd
 
     def __dealloc__(self):
-        if self.owns_fd:
-            if self.wfd >= 0 and self.wfd != self.fd:
-                close(self.wfd)
-            if self.fd >= 0:
-                close(self.fd)
+        self.close_fds()
 
     def __repr__(self):
         state = "closed" if self.fd < 0 else f"fd={self.fd}"
@@ -46,13 +42,25 @@ cdef class Port:
     def queued_bytes(self):
         return len(self.backlog)
 
+    @property
+    def queued_frames(self):
+        """Frames waiting in the backlog (a frame partly sent included): not yet sent."""
+        return self.backlog.frames
+
+    def close(self):
+        """Close the port now: detach it from its hub (no callback) and close every descriptor."""
+        if self.hub is not None:
+            self.hub.remove(self)
+        self.close_fds()
+
     def stats(self):
         """The counters as a dict (for the control plane's reports)."""
         return {
             "rx_frames": self.rx_frames, "rx_bytes": self.rx_bytes,
             "tx_frames": self.tx_frames, "tx_bytes": self.tx_bytes,
             "drop_queue": self.drop_queue, "drop_invalid": self.drop_invalid,
-            "drop_send": self.drop_send, "queued_bytes": len(self.backlog),
+            "drop_send": self.drop_send, "drop_bounds": self.drop_bounds,
+            "queued_bytes": len(self.backlog), "queued_frames": self.backlog.frames,
         }
 
     cdef int on_readable(self) except -1:
@@ -61,20 +69,55 @@ cdef class Port:
     cdef int on_writable(self) except -1:
         raise NotImplementedError
 
+    cdef int on_hangup(self, uint32_t events) except -1:
+        """The peer hung up (or failed) while this port is not being read.
+
+        That is while it is paused (no other port could take its frames, or it is alone) or
+        while the hub drains for a graceful stop. Reading now would lose what is read, so:
+        a peer that left nothing unread is closed at once (nothing is lost); one that left
+        frames behind keeps them in the kernel until a peer can take them (then they are
+        read to the end); while draining, input is not wanted.
+        """
+        cdef int pending = 0
+        if events & EPOLLERR:
+            return self.fail(socket_error_text(self.fd))
+        if ioctl(self.fd, FIONREAD, &pending) < 0 or pending <= 0:
+            # Nothing unread (or no way to tell): reading meets the end (or the error),
+            # and the port closes with its own words for it.
+            return self.on_readable()
+        if self.hub.draining:
+            return self.fail(f"closed by peer ({pending} bytes unread while stopping)", False)
+        if events & EPOLLHUP:
+            return self.hub.park(self)
+        # Only its write side is shut (EPOLLRDHUP): stop asking until it may read again.
+        self.armed &= ~EPOLLRDHUP
+        return self.hub.update_events(self)
+
+    cdef int on_output_error(self) except -1:
+        """The separate write descriptor failed (e.g. stdout's reader went away)."""
+        return self.fail("output closed by its reader")
+
+    cdef void close_fds(self):
+        """Close the descriptors this port owns (once); fd and wfd become -1."""
+        if self.owns_fd:
+            if self.wfd >= 0 and self.wfd != self.fd:
+                close(self.wfd)
+            if self.fd >= 0:
+                close(self.fd)
+        self.fd = self.wfd = -1
+
     cdef int deliver(self, FrameBatch *batch) except -1:
         raise NotImplementedError
 
     cdef int queue_from(self, FrameBatch *batch, Py_ssize_t i) except -1:
         """Queue whole records i.. of batch; refuse (count) those past the bound.
 
-        Queued frames count as sent (tx): they leave in order unless the port fails.
+        A queued frame counts as sent (tx) only when its last byte leaves (on_writable).
         """
         while i < batch.count:
             if not self.backlog.push(batch.rec[i], HDR_LEN + batch.length[i], False):
                 self.drop_queue += batch.count - i
                 break
-            self.tx_frames += 1
-            self.tx_bytes += batch.length[i]
             i += 1
         return self.arm_if_queued()
 
@@ -100,8 +143,15 @@ cdef class Port:
                 if errno == EAGAIN:
                     break
                 return self.fail(errno_text(errno))
-            q.advance(r)
+            self.sent_from_backlog(r)
         return self.after_flush()
+
+    cdef int sent_from_backlog(self, Py_ssize_t n) except -1:
+        """n bytes of the backlog were sent: count the frames they completed."""
+        cdef uint64_t nbytes = 0
+        self.tx_frames += self.backlog.advance(n, &nbytes)
+        self.tx_bytes += nbytes
+        return 0
 
     cdef int after_flush(self) except -1:
         """Called when on_writable() made progress: once empty, stop watching, let paused

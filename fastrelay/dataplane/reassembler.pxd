@@ -9,6 +9,7 @@ cdef class FrameReassembler:
         Py_ssize_t scanned   # end of the complete records already put in a batch
         uint32_t max_frame   # longest frame accepted (<= FRAME_MAX)
         readonly uint32_t bad_length  # the offending length after scan() returned -1
+        readonly uint64_t runts  # records shorter than FRAME_MIN skipped (framing intact)
 
     cdef inline char *write_ptr(self)
     cdef inline Py_ssize_t write_room(self)

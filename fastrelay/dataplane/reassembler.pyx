@@ -8,6 +8,10 @@ cdef class FrameReassembler:
     the hub has forwarded them, `consume()` forgets them. A record cut anywhere, even inside
     its header, stays at the end of the buffer and is completed by the next read; it is
     moved to the front (the only copy) when too little room is left behind it.
+
+    A length above max_frame means the stream cannot be trusted past it (scan() stops);
+    a length below FRAME_MIN (a runt, 0..13) still says where the next record starts, so
+    the runt is skipped and counted (`runts`) and the stream goes on.
     """
 
     def __cinit__(self, uint32_t max_frame=FRAME_MAX):
@@ -34,8 +38,9 @@ cdef class FrameReassembler:
         """Append complete records to batch until it is full.
 
         Returns 1 when the batch filled up before the data ran out (call again after
-        forwarding), 0 when every complete record was taken, -1 on a length outside
-        FRAME_MIN..max_frame (the stream cannot be trusted past it; see bad_length).
+        forwarding), 0 when every complete record was taken, -1 on a length above
+        max_frame (the stream cannot be trusted past it; see bad_length). Complete runts
+        are skipped and counted.
         """
         cdef Py_ssize_t pos = self.scanned
         cdef uint32_t length
@@ -44,12 +49,16 @@ cdef class FrameReassembler:
                 self.scanned = pos
                 return 1
             length = load_be32(self.buf + pos)
-            if length < FRAME_MIN or length > self.max_frame:
+            if length > self.max_frame:
                 self.scanned = pos
                 self.bad_length = length
                 return -1
             if self.end - pos - HDR_LEN < length:
                 break
+            if length < FRAME_MIN:
+                self.runts += 1
+                pos += HDR_LEN + length
+                continue
             batch.rec[batch.count] = self.buf + pos
             batch.length[batch.count] = length
             batch.count += 1
@@ -79,7 +88,8 @@ cdef class FrameReassembler:
         """Feed stream bytes (any buffer); return the frames completed by them as bytes.
 
         For tests and tools: the relay itself reads into the buffer without this copy.
-        Raises FrameError on a bad length; the reassembler is unusable afterwards.
+        Runts are skipped (counted in `runts`). Raises FrameError on a length above
+        max_frame; the reassembler is unusable afterwards.
         """
         frames = []
         self.feed(data, frames)
@@ -119,7 +129,7 @@ cdef class FrameReassembler:
                         frames.append(PyBytes_FromStringAndSize(recs[i] + HDR_LEN, lens[i]))
                 if status < 0:
                     raise FrameError(f"bad frame length {self.bad_length} "
-                                     f"(allowed {FRAME_MIN}..{self.max_frame})")
+                                     f"(longest allowed {self.max_frame})")
             self.consume()
             if off == total:
                 return count

@@ -4,9 +4,10 @@ cdef class StreamPort(Port):
     """A connected stream socket: qemu `socket,listen=/connect=`, `stream`, netrelay TCP, passt.
 
     Reads STREAM_READ bytes at a time into its FrameReassembler and hands the validated
-    records on as one batch. A length outside FRAME_MIN..max_frame means the stream cannot
-    be trusted past it: the complete frames before it are delivered, then the port is
-    closed with the peer and the length in the reason. Sends coalesce contiguous records
+    records on as one batch. A length above max_frame means the stream cannot be trusted
+    past it: the complete frames before it are delivered, then the port is closed with the
+    peer and the length in the reason. A runt (length 0..13) is dropped and counted
+    (drop_invalid) and the stream goes on: its framing is intact. Sends coalesce contiguous records
     into one iovec (a batch from another stream port is usually a single one) and use one
     sendmsg per IOV_MAX records; when the socket takes a frame in part, the rest of that
     frame goes to the backlog first, so the peer's framing is never broken.
@@ -49,10 +50,13 @@ cdef class StreamPort(Port):
                 if batch.count:
                     self.hub.forward(self, batch)
             self.rx.consume()
+            if self.rx.runts:
+                self.drop_invalid += self.rx.runts
+                self.rx.runts = 0
             if status < 0:
                 self.drop_invalid += 1
                 return self.fail(f"bad frame length {self.rx.bad_length} "
-                                 f"(allowed {FRAME_MIN}..{self.rx.max_frame})")
+                                 f"(longest allowed {self.rx.max_frame})")
             if n < room:
                 return 0
         return 0
@@ -96,10 +100,10 @@ cdef class StreamPort(Port):
                 k += 1
             if k < j:
                 if r > 0:
-                    # Started frames are finished before anything else, whatever the bound.
-                    self.backlog.push(batch.rec[k] + r, HDR_LEN + batch.length[k] - r, True)
-                    self.tx_frames += 1
-                    self.tx_bytes += batch.length[k]
+                    # Started frames are finished before anything else, whatever the bound;
+                    # counted as sent when their last byte leaves.
+                    self.backlog.push_rest(batch.rec[k] + r, HDR_LEN + batch.length[k] - r,
+                                           batch.length[k])
                     k += 1
                 return self.queue_from(batch, k)
             i = j

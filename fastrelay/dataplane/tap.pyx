@@ -89,25 +89,36 @@ cdef class TapPort(Port):
             self.wfd = fd
 
     def __dealloc__(self):
-        cdef int i
-        if self.queues != NULL and self.owns_fd:
-            # queues[0] is wfd, closed by Port (or already by the hub).
-            for i in range(1, self.nqueues):
-                if self.queues[i] >= 0:
-                    close(self.queues[i])
+        self.close_fds()
         PyMem_RawFree(self.queues)
+        # Port.__dealloc__ runs next and calls close_fds() again (through this class's
+        # vtable): it must find no queue array.
+        self.queues = NULL
         PyMem_RawFree(self.buf)
         PyMem_RawFree(self.rx_vnet)
 
-    def close_queues(self):
-        """Close the extra queue descriptors of a port the hub has closed (no-op otherwise)."""
+    cdef void close_fds(self):
+        """Close every queue descriptor and the private epoll set, with the base ones.
+
+        All at once when the port closes (not at garbage collection): a tap created for a
+        bridge vanishes only when its last queue is closed.
+        """
         cdef int i
-        if self.fd >= 0 or not self.owns_fd:
-            return
-        for i in range(1, self.nqueues):
-            if self.queues[i] >= 0:
-                close(self.queues[i])
-                self.queues[i] = -1
+        if self.queues != NULL and self.owns_fd:
+            # queues[0] is wfd, closed by Port.close_fds() (fd is the private epoll set).
+            for i in range(1, self.nqueues):
+                if self.queues[i] >= 0:
+                    close(self.queues[i])
+                    self.queues[i] = -1
+        Port.close_fds(self)
+
+    def close_queues(self):
+        """Close every descriptor of the tap now (detaching the port if it is attached)."""
+        self.close()
+
+    cdef int on_hangup(self, uint32_t events) except -1:
+        """A tap reports EPOLLERR/EPOLLHUP only when its device is gone."""
+        return self.fail("tap device removed")
 
     def stats(self):
         """The common counters plus the tap's own."""
@@ -177,6 +188,8 @@ cdef class TapPort(Port):
                 # One plain read() of [header|frame] (readv's iovec import costs more):
                 # the header is copied aside, then the record's length goes over its tail.
                 slot = self.buf + pos
+                if overflows(pos + VNET_HDR_LEN + TAP_FRAME_MAX, TAP_BUF, "tap read buffer"):
+                    break
                 n = read(self.queues[q], slot, VNET_HDR_LEN + TAP_FRAME_MAX)
                 if n <= 0:
                     if n < 0 and errno == EINTR:
@@ -272,22 +285,14 @@ cdef class TapPort(Port):
 
     cdef int queue_from(self, FrameBatch *batch, Py_ssize_t i) except -1:
         """Queue records i.. with their vnet header: [be32 VNET_HDR_LEN + n][header][frame]."""
-        cdef char head[HDR_LEN + VNET_HDR_LEN]
-        cdef Py_ssize_t used
+        cdef const char *hdr
         while i < batch.count:
-            used = self.backlog.tail - self.backlog.head
-            if used + HDR_LEN + VNET_HDR_LEN + batch.length[i] > self.backlog.limit:
+            hdr = (<const char *>&batch.vnet[i] if batch.vnet != NULL
+                   else <const char *>&self.plain_hdr)
+            if not self.backlog.push_record(hdr, VNET_HDR_LEN, batch.rec[i] + HDR_LEN,
+                                            batch.length[i], False):
                 self.drop_queue += batch.count - i
                 break
-            store_be32(head, VNET_HDR_LEN + batch.length[i])
-            if batch.vnet != NULL:
-                memcpy(head + HDR_LEN, &batch.vnet[i], VNET_HDR_LEN)
-            else:
-                memset(head + HDR_LEN, 0, VNET_HDR_LEN)
-            self.backlog.push(head, HDR_LEN + VNET_HDR_LEN, True)
-            self.backlog.push(batch.rec[i] + HDR_LEN, batch.length[i], True)
-            self.tx_frames += 1
-            self.tx_bytes += batch.length[i]
             i += 1
         return self.arm_if_queued()
 
@@ -309,7 +314,10 @@ cdef class TapPort(Port):
                 self.write_errors += 1
                 self.last_write_errno = errno
                 self.drop_send += 1
-            q.advance(HDR_LEN + n)
+            else:
+                self.tx_frames += 1
+                self.tx_bytes += n - VNET_HDR_LEN
+            q.advance(HDR_LEN + n, NULL)
         return self.after_flush()
 
 

@@ -1,4 +1,4 @@
-# Small inline helpers of the data plane: big-endian loads and stores, errno text.
+# Small inline helpers of the data plane: big-endian loads and stores, errno text, bounds.
 
 cdef inline uint32_t load_be32(const char *p) noexcept nogil:
     cdef uint32_t v
@@ -13,3 +13,26 @@ cdef inline void store_be32(char *p, uint32_t v) noexcept nogil:
 
 cdef inline str errno_text(int err):
     return strerror(err).decode("utf-8", "replace")
+
+
+cdef str socket_error_text(int fd):
+    """Why a descriptor reported EPOLLERR: its pending socket error (which this clears)."""
+    cdef int err = 0
+    cdef socklen_t size = sizeof(err)
+    if getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &size) == 0 and err:
+        return errno_text(err)
+    return "hung up with an error"
+
+
+cdef inline bint overflows(Py_ssize_t need, Py_ssize_t cap, const char *what) noexcept nogil:
+    """True if writing up to `need` bytes (or items) would pass `cap`, the buffer's real size.
+
+    Every write whose size the kernel or a peer decides goes through this check: the
+    release build drops what does not fit (the caller counts it), the debug build aborts
+    with the place, so that a sizing mistake is found by tests instead of corrupting memory.
+    """
+    if need <= cap:
+        return False
+    if FASTRELAY_DEBUG:
+        fr_bounds_abort(what, need, cap)
+    return True

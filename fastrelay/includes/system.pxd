@@ -50,12 +50,14 @@ cdef extern from "<sys/socket.h>" nogil:
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     ssize_t send(int fd, const void *buf, size_t n, int flags)
     int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
+    int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
 
     enum:
         AF_UNIX
         AF_INET
         AF_INET6
         SOL_SOCKET
+        SO_ERROR
         MSG_DONTWAIT
         MSG_NOSIGNAL
         MSG_TRUNC
@@ -152,3 +154,28 @@ cdef extern from "<errno.h>" nogil:
 
 cdef extern from "<string.h>" nogil:
     char *strerror(int errnum)
+
+
+cdef extern from "<sys/ioctl.h>" nogil:
+    int ioctl(int fd, unsigned long request, ...)
+    enum:
+        # Bytes waiting to be read (sockets and pipes): tells a peer that left with frames
+        # still queued from one that left with nothing.
+        FIONREAD
+
+
+cdef extern from *:
+    """
+    #include <stdio.h>
+    #include <stdlib.h>
+    /* A write past a buffer's capacity was about to happen: in the debug build, stop at
+       once with the place, so fuzzing and PYTHONMALLOC=debug runs point at the bug. */
+    static void fr_bounds_abort(const char *what, long need, long cap) {
+        fprintf(stderr, "fastrelay: bounds check failed: %s needs %ld bytes, capacity %ld\\n",
+                what, need, cap);
+        abort();
+    }
+    """
+    # 1 in the debug build (FASTRELAY_DEBUG=1 at build time, setup.py), else 0.
+    const int FASTRELAY_DEBUG
+    void fr_bounds_abort(const char *what, long need, long cap) nogil
