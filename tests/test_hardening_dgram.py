@@ -280,3 +280,33 @@ def closing_hubs() -> Iterator[list[Hub]]:
     yield hubs
     for hub in hubs:
         hub.close()
+
+
+def test_unixgram_peer_that_stops_reading_does_not_spin_the_hub(relay_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A unix datagram peer whose queue is full: the relay waits (EPOLLOUT on a connected
+    socket) instead of being told "writable" forever, and drops nothing it queued."""
+    from test_hardening_stdio import cpu_ticks
+
+    local, remote = str(tmp_path / "relay.dg"), str(tmp_path / "guest.dg")
+    guest = track(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+    guest.bind(remote)  # bound, never read: its queue fills
+    port = free_port()
+    proc = relay_process(f"listen:{LOOP4}:{port}", f"unixgram:{local}:{remote}")
+    wait_bound(port, socket.SOCK_STREAM)
+    a = StreamPeer.connect((LOOP4, port))
+    a.send([make_frame(1000, i) for i in range(2000)])
+    time.sleep(1.0)
+    before = cpu_ticks(proc.proc.pid)
+    time.sleep(2.0)
+    assert cpu_ticks(proc.proc.pid) - before < 20, "the relay spins on a full unix peer"
+    guest.setblocking(False)
+    got = 0
+    deadline = time.monotonic() + 10
+    while got < 2000 and time.monotonic() < deadline:
+        try:
+            guest.recv(65536)
+            got += 1
+        except BlockingIOError:
+            time.sleep(0.01)
+    assert got == 2000, f"got {got} of 2000 frames once the peer read again"
+    assert proc.proc.poll() is None

@@ -130,11 +130,11 @@ def test_frame_refused_by_a_full_backlog_is_dropped_not_sent(full_stdout) -> Non
 def test_queued_frames_count_as_sent_only_once_written(full_stdout) -> None:  # type: ignore[no-untyped-def]
     """D15c: frames waiting in the backlog are queued_frames, not tx_frames; they become
     tx_frames when written. Offered == tx + drop_queue + drop_send + queued at all times."""
-    f = full_stdout(queue_bytes=4000)
+    f = full_stdout(queue_bytes=4 * 1004)  # a queued frame is a record: 4-byte length + frame
     frames = [make_frame(1000, i) for i in range(5)]
     f.feed(frames)
     s = f.stdio
-    assert s.queued_bytes == 4000, s.stats()  # four frames fit the bound, the fifth does not
+    assert s.queued_bytes == 4 * 1004, s.stats()  # four frames fit the bound, the fifth does not
     assert (s.tx_frames, s.drop_queue) == (0, 1), s.stats()
     assert s.queued_frames == 4
     out = f.read_stdout()

@@ -22,6 +22,10 @@ cdef class DatagramPort(Port):
         sockaddr_storage peer    # where frames are sent
         socklen_t peer_len       # 0 while no peer is known (learning mode, nothing heard yet)
         bint learn_peer          # send to whoever sent last (a listener without a fixed peer)
+        bint unix_fixed          # a unix socket with a fixed peer: kept connect()ed to it
+        bint connected           # connect()ed to peer: sends name no address
+        bint can_wait            # EPOLLOUT says when the peer has room again (so queue); not
+                                 # so for an unconnected unix socket, whose frames then drop
         uint32_t max_frame       # longest frame accepted and sent
         readonly uint64_t send_errors   # sendmmsg failures other than EAGAIN (peer absent...)
         readonly int last_send_errno    # errno of the latest of those
@@ -30,5 +34,6 @@ cdef class DatagramPort(Port):
 
     cdef FrameBatch *split_coalesced(self, FrameBatch *batch, char *data, Py_ssize_t length,
                                      Py_ssize_t segment, Py_ssize_t *spread_used) except NULL
+    cdef bint try_connect(self)
     cdef Py_ssize_t build_messages(self, char **frames, uint32_t *lengths, Py_ssize_t n)
     cdef int send_frames(self, char **frames, uint32_t *lengths, Py_ssize_t n) except -1

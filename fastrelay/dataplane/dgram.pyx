@@ -33,6 +33,14 @@ cdef class DatagramPort(Port):
     A datagram that is too short, too long or
     truncated is dropped and counted; the port stays open, since one bad datagram says
     nothing about the next. A missing peer (ECONNREFUSED, ENOENT) drops frames, counted.
+    A full peer: a UDP socket refuses only when its own buffer is full, and EPOLLOUT tells
+    when it has room, so the rest waits in the backlog. A unix datagram socket refuses when
+    the peer's queue is full, and only a connect()ed one is told when the peer has room
+    again: so a unix port with a fixed peer keeps its socket connected to it (connecting
+    again, once per batch, while the peer is absent or after it went away), and waits in
+    the backlog like UDP. One that replies to the last sender cannot connect; waiting
+    would wake the hub forever, so what the full peer refuses drops (counted as
+    drop_queue), as a datagram network may.
     """
 
     def __cinit__(self, int fd, str name, *args, int family=AF_INET, peer=None,
@@ -60,6 +68,10 @@ cdef class DatagramPort(Port):
                 or self.tx_ctrl == NULL or self.tx_first == NULL or self.rx_ctrl == NULL):
             raise MemoryError()
         self.gso_capable = self.gso = family == AF_INET or family == AF_INET6
+        self.can_wait = self.gso_capable
+        self.unix_fixed = family == AF_UNIX and self.peer_len != 0
+        if self.unix_fixed:
+            self.try_connect()
         cdef int on = 1
         self.gro = self.gso and setsockopt(fd, IPPROTO_UDP, UDP_GRO, &on, sizeof(on)) == 0
         for i in range(DGRAM_BATCH):
@@ -153,6 +165,12 @@ cdef class DatagramPort(Port):
                 break
         return 0
 
+    cdef bint try_connect(self):
+        """Connect a unix socket to its fixed peer (so that EPOLLOUT means the peer has room)."""
+        self.connected = connect(self.fd, <sockaddr *>&self.peer, self.peer_len) == 0
+        self.can_wait = self.connected
+        return self.connected
+
     cdef int deliver(self, FrameBatch *batch) except -1:
         cdef Py_ssize_t i, done = 0, sent
         cdef char *frames[IOV_MAX]
@@ -161,6 +179,8 @@ cdef class DatagramPort(Port):
         if self.peer_len == 0:
             self.drop_send += batch.count
             return 0
+        if self.unix_fixed and not self.connected:
+            self.try_connect()
         if len(self.backlog):
             return self.queue_from(batch, 0)
         while done < batch.count:
@@ -171,6 +191,9 @@ cdef class DatagramPort(Port):
             sent = self.send_frames(frames, lengths, n)
             done += sent
             if sent < n:
+                if not self.can_wait:
+                    self.drop_queue += batch.count - done
+                    return 0
                 return self.queue_from(batch, done)
         return 0
 
@@ -241,8 +264,8 @@ cdef class DatagramPort(Port):
                         and total + lengths[j] <= GSO_BYTES_MAX):
                     j += 1
             hdr = &self.tx_msgs[m].msg_hdr
-            hdr.msg_name = &self.peer
-            hdr.msg_namelen = self.peer_len
+            hdr.msg_name = NULL if self.connected else &self.peer
+            hdr.msg_namelen = 0 if self.connected else self.peer_len
             hdr.msg_iov = &self.tx_iov[i]
             hdr.msg_iovlen = j - i
             hdr.msg_flags = 0
@@ -302,6 +325,10 @@ cdef class DatagramPort(Port):
                 self.gso = False
                 self.gso_resume_in = GSO_RETRY_FRAMES
                 continue
+            if self.connected and (err == ECONNREFUSED or err == ENOTCONN or err == ENOENT):
+                # The peer went away (a restarted guest binds a new socket): connect again
+                # with the next batch; this frame is lost, as it would be on the wire.
+                self.connected = self.can_wait = False
             # The first frame failed for a reason of its own: drop it, go on.
             self.send_errors += 1
             self.last_send_errno = err

@@ -13,6 +13,8 @@ cdef class Hub:
         char **batch_rec         # owned storage behind batch
         uint32_t *batch_len      # owned storage behind batch
         epoll_event *events      # owned storage for epoll_wait
+        char *rxbuf              # owned; STREAM_BUF bytes every stream port reads into (one
+                                 # at a time; frames in it are valid until forward() returns)
 
     cdef FrameBatch *new_batch(self)
     cdef int forward(self, Port src, FrameBatch *batch) except -1

@@ -31,7 +31,9 @@ cdef class Hub:
         self.batch_rec = <char **>PyMem_RawMalloc(BATCH_MAX * sizeof(char *))
         self.batch_len = <uint32_t *>PyMem_RawMalloc(BATCH_MAX * sizeof(uint32_t))
         self.events = <epoll_event *>PyMem_RawMalloc(EVENTS_MAX * sizeof(epoll_event))
-        if self.batch_rec == NULL or self.batch_len == NULL or self.events == NULL:
+        self.rxbuf = <char *>PyMem_RawMalloc(STREAM_BUF)
+        if (self.batch_rec == NULL or self.batch_len == NULL or self.events == NULL
+                or self.rxbuf == NULL):
             raise MemoryError()
 
     def __dealloc__(self):
@@ -40,6 +42,7 @@ cdef class Hub:
         PyMem_RawFree(self.batch_rec)
         PyMem_RawFree(self.batch_len)
         PyMem_RawFree(self.events)
+        PyMem_RawFree(self.rxbuf)
 
     def fileno(self):
         return self.epfd

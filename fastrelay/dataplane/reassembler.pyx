@@ -3,11 +3,14 @@
 cdef class FrameReassembler:
     """Reassembly of the qemu stream framing (4-byte big-endian length, then the frame).
 
-    The owning port reads straight into `write_ptr()`; `scan()` validates every complete
-    record and describes them in a FrameBatch as pointers into this buffer (no copy); after
-    the hub has forwarded them, `consume()` forgets them. A record cut anywhere, even inside
-    its header, stays at the end of the buffer and is completed by the next read; it is
-    moved to the front (the only copy) when too little room is left behind it.
+    A port reads into the hub's receive buffer, shared by every port (one reads at a time):
+    `begin()` lends it and puts back the incomplete record kept from the last read, the
+    port reads straight into `write_ptr()`, `scan()` validates every complete record and
+    describes them in a FrameBatch as pointers into that buffer (no copy), and after the
+    hub has forwarded them `consume()` forgets them. A record cut anywhere, even inside its
+    header, stays at the end and is completed by the next read (moved to the front when too
+    little room is left behind it). `finish()` keeps only that incomplete record, in `carry`,
+    sized to it: an idle connection holds no receive buffer, only what it has half sent.
 
     A length above max_frame means the stream cannot be trusted past it (scan() stops);
     a length below FRAME_MIN (a runt, 0..13) still says where the next record starts, so
@@ -17,16 +20,56 @@ cdef class FrameReassembler:
     def __cinit__(self, uint32_t max_frame=FRAME_MAX):
         if max_frame < FRAME_MIN or max_frame > FRAME_MAX:
             raise ValueError(f"max_frame must be within {FRAME_MIN}..{FRAME_MAX}")
-        self.buf = <char *>PyMem_RawMalloc(STREAM_BUF)
-        if self.buf == NULL:
-            raise MemoryError()
+        self.buf = self.own = self.carry = NULL
         self.start = self.end = self.scanned = 0
         self.max_frame = max_frame
         self.bad_length = 0
 
     def __dealloc__(self):
-        PyMem_RawFree(self.buf)
+        PyMem_RawFree(self.own)
+        self.drop_carry()
+
+    cdef void begin(self, char *buf, QueueBudget budget):
+        """Lend buf (STREAM_BUF bytes) for a read; it starts with the carried-over record."""
+        self.buf = buf
+        self.budget = budget
+        if self.carry_len:
+            memcpy(buf, self.carry, self.carry_len)
+        self.start = self.scanned = 0
+        self.end = self.carry_len
+        self.carry_len = 0
+
+    cdef int finish(self) except -1:
+        """Give the buffer back, keeping the incomplete record (if any) in carry."""
+        cdef Py_ssize_t rest = self.end - self.start, want
+        cdef char *bigger
+        if rest > self.carry_cap:
+            want = rest if rest > 4096 else 4096
+            if self.budget is not None:
+                self.budget.take(want - self.carry_cap, True)  # framing depends on it
+            bigger = <char *>PyMem_RawRealloc(self.carry, want)
+            if bigger == NULL:
+                raise MemoryError()
+            self.carry = bigger
+            self.carry_cap = want
+        if overflows(rest, self.carry_cap, "stream carry"):
+            raise MemoryError()
+        if rest:
+            memcpy(self.carry, self.buf + self.start, rest)
+        elif self.carry_cap:
+            self.drop_carry()
+        self.carry_len = rest
         self.buf = NULL
+        self.start = self.end = self.scanned = 0
+        return 0
+
+    cdef void drop_carry(self):
+        if self.carry != NULL:
+            PyMem_RawFree(self.carry)
+            self.carry = NULL
+            if self.budget is not None:
+                self.budget.give(self.carry_cap)
+        self.carry_cap = self.carry_len = 0
 
     cdef inline char *write_ptr(self):
         return self.buf + self.end
@@ -82,7 +125,7 @@ cdef class FrameReassembler:
     @property
     def pending(self):
         """Bytes of an incomplete record held back."""
-        return self.end - self.start
+        return self.carry_len if self.buf == NULL else self.end - self.start
 
     def feed_data(self, data):
         """Feed stream bytes (any buffer); return the frames completed by them as bytes.
@@ -105,6 +148,17 @@ cdef class FrameReassembler:
     cdef Py_ssize_t feed(self, data, list frames) except -1:
         """Copy data in, scan it, append completed frames to frames (if given); count them."""
         cdef const unsigned char[::1] view = memoryview(data).cast("B")
+        if self.own == NULL:
+            self.own = <char *>PyMem_RawMalloc(STREAM_BUF)
+            if self.own == NULL:
+                raise MemoryError()
+        self.begin(self.own, None)
+        try:
+            return self.feed_loop(view, frames)
+        finally:
+            self.finish()
+
+    cdef Py_ssize_t feed_loop(self, const unsigned char[::1] view, list frames) except -1:
         cdef Py_ssize_t off = 0, n, total = view.shape[0], count = 0, i
         cdef FrameBatch batch
         cdef char *recs[BATCH_MAX]

@@ -5,3 +5,5 @@ cdef class StreamPort(Port):
         FrameReassembler rx      # receive buffer and framing state
         iovec *iov               # owned; IOV_MAX entries for sendmsg
         msghdr msg               # reused sendmsg header
+
+    cdef int read_stream(self) except -1

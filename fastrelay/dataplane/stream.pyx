@@ -25,6 +25,14 @@ cdef class StreamPort(Port):
         PyMem_RawFree(self.iov)
 
     cdef int on_readable(self) except -1:
+        """Read up to READS_PER_EVENT times into the hub's receive buffer, forwarding as we go."""
+        self.rx.begin(self.hub.rxbuf, self.hub.budget)
+        try:
+            return self.read_stream()
+        finally:
+            self.rx.finish()
+
+    cdef int read_stream(self) except -1:
         cdef Py_ssize_t room, n
         cdef int reads, status
         cdef FrameBatch *batch

@@ -51,6 +51,8 @@ cdef extern from "<sys/socket.h>" nogil:
     ssize_t send(int fd, const void *buf, size_t n, int flags)
     int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
     int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
+    int getpeername(int fd, sockaddr *addr, socklen_t *addrlen)
+    int connect(int fd, const sockaddr *addr, socklen_t addrlen)
 
     enum:
         AF_UNIX
@@ -150,6 +152,9 @@ cdef extern from "<errno.h>" nogil:
         EMSGSIZE
         ENOBUFS
         EPERM
+        ECONNREFUSED
+        ENOTCONN
+        ENOENT
 
 
 cdef extern from "<string.h>" nogil:
