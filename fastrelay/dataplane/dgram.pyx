@@ -315,8 +315,10 @@ cdef class DatagramPort(Port):
             err = errno
             if r < 0 and err == EINTR:
                 continue
-            if r < 0 and (err == EAGAIN or err == ENOBUFS):
+            if r < 0 and err == EAGAIN:
                 break
+            # ENOBUFS falls through to a counted drop: the kernel lost the datagram (a full
+            # device queue), and waiting for EPOLLOUT would wake at once and fail again.
             if (self.tx_first[1] - self.tx_first[0] > 1
                     and (err == EINVAL or err == EIO or err == EMSGSIZE)):
                 # The kernel will not segment for this peer (a route whose MTU is below the
