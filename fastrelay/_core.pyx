@@ -22,6 +22,7 @@ FRAME_MIN_LEN = FRAME_MIN
 FRAME_MAX_LEN = FRAME_MAX
 DGRAM_MAX_LEN = DGRAM_MAX
 QUEUE_DEFAULT_BYTES = QUEUE_DEFAULT
+DEBUG_BUILD = FASTRELAY_DEBUG
 
 __all__ = (
     "Hub", "Port", "StreamPort", "DatagramPort", "StdioPort", "TapPort", "FrameReassembler",
