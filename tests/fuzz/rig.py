@@ -22,6 +22,9 @@ from fuzz.wire import FRAME_MAX, VNET_HDR_LEN
 # SO_*BUFFORCE sets them without touching net.core.[rw]mem_max (no global state to restore);
 # otherwise they are capped there and rig_capacity() says how much a case may send at once.
 BUFFER = 64 << 20
+# What the kernel must grant (it doubles the request): a UDP sink is sent a whole stream read
+# of tiny frames per poll, ~15,000 datagrams of ~800 bytes of accounting each, four times.
+ROOM_NEEDED = 64 << 20
 SO_MEMINFO = 55               # <asm-generic/socket.h>: struct of sk_meminfo counters
 SK_MEMINFO_DROPS = 8          # index of the packets-dropped counter in it
 

@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from fuzz.checks import rig_sane, sinks_got_plain
 from fuzz.profile import fuzz_settings
-from fuzz.rig import rig_capacity
 from fuzz.sandbox import Sandbox
 from fuzz.wire import (
     DGRAM_MAX,
@@ -21,7 +20,7 @@ from fuzz.wire import (
     dgram_expected,
 )
 
-pytestmark = pytest.mark.fuzz
+pytestmark = [pytest.mark.fuzz, pytest.mark.usefixtures("big_buffers")]
 
 LIMITS = {"udp4": UDP4_MAX, "udp6": UDP6_MAX, "unix": 70000}  # unix: past DGRAM_MAX, truncated
 MAX_FRAMES = [FRAME_MIN, FRAME_MIN + 1, 60, 1500, 1518, 9000, 65535, DGRAM_MAX, FRAME_MAX]
@@ -109,13 +108,6 @@ def test_gro_runs_up_to_64_segments_are_split_into_their_datagrams(sandbox: Sand
     check(sandbox, case)
 
 
-def need_rig_room(nbytes: int) -> None:
-    """Skip when this machine's socket buffers cannot hold what one GRO read must see."""
-    if rig_capacity() < nbytes:
-        pytest.skip(f"rig sockets hold {rig_capacity()} bytes, {nbytes} needed: run as root "
-                    f"(SO_RCVBUFFORCE) or raise net.core.rmem_max")
-
-
 # Issue 9, defect 1: the kernel coalesces up to 128 segments per message, the spread buffer
 # has room for 64 headers per slot: 64 runs of 65,493 bytes in 512-byte segments write
 # 13,632 bytes past it (the worker aborts: "bad trailing pad byte").
@@ -126,7 +118,6 @@ def need_rig_room(nbytes: int) -> None:
 @example(case=DgramCase("udp4", DGRAM_MAX, 1, ((65493, 512),) * RUNS_PER_READ))
 def test_gro_runs_of_up_to_128_segments_stay_in_bounds(sandbox: Sandbox,
                                                        case: DgramCase) -> None:
-    need_rig_room(8 << 20)
     check(sandbox, case)
 
 

@@ -11,7 +11,7 @@ from fuzz.profile import fuzz_settings
 from fuzz.sandbox import Sandbox
 from fuzz.wire import FRAME_MAX, FRAME_MIN, RUNT_LENGTHS, StreamCase, stream_bytes, stream_expected
 
-pytestmark = pytest.mark.fuzz
+pytestmark = [pytest.mark.fuzz, pytest.mark.usefixtures("big_buffers")]
 
 CASE_BYTES = 3 << 20  # per case: enough for several full reads (STREAM_READ is 256 KiB)
 CASE_FRAMES = 20000   # per case: more than one batch holds (BATCH_MAX: 14,564 records)
@@ -70,10 +70,10 @@ def check(sandbox: Sandbox, case: StreamCase) -> None:
     result = sandbox.run("stream", case)
     rig_sane(result)
     want = stream_expected(case)
-    source = result["stats"]["stream source"]
-    assert source["rx_frames"] == len(want.frames), (
-        f"source took {source['rx_frames']} frames; the stream holds {len(want.frames)} "
-        f"complete ones before any bad length")
+    source, complete = result["stats"]["stream source"], len(want.frames)
+    assert source["rx_frames"] == complete, (
+        f"source took {source['rx_frames']} frames; the stream holds {complete} complete "
+        f"ones before any bad length")
     closes = 1 if want.bad_length is not None else 0
     assert source["drop_invalid"] == want.runts + closes, source
     if want.bad_length is None:
