@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import socket
 import struct
@@ -18,10 +19,12 @@ SOL_UDP = 17
 UDP_SEGMENT = 103             # <linux/udp.h>: the GSO segment size of one sendmsg
 
 
+_names = itertools.count()
+
+
 def _unix_name(role: str) -> str:
     """An abstract unix socket name unique to this worker (no file to clean up)."""
-    _unix_name.count = getattr(_unix_name, "count", 0) + 1  # type: ignore[attr-defined]
-    return f"\0fastrelay-fuzz-{os.getpid()}-{_unix_name.count}-{role}"  # type: ignore[attr-defined]
+    return f"\0fastrelay-fuzz-{os.getpid()}-{next(_names)}-{role}"
 
 
 def _sinks(rig: Rig, max_frame: int) -> None:
