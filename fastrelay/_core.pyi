@@ -7,7 +7,7 @@ FRAME_MAX_LEN: int
 DGRAM_MAX_LEN: int
 QUEUE_DEFAULT_BYTES: int
 QUEUE_BUDGET_DEFAULT_BYTES: int
-DEBUG_BUILD: bool
+DEBUG_BUILD: bool  # built with FASTRELAY_DEBUG=1 (bounds checks, -O0 -g)
 TUN_CONSTANTS: dict[str, int]
 
 class FrameError(ValueError): ...

@@ -1,0 +1,1 @@
+"""Fuzz and property tests of the compiled data plane through real sockets (issue 9)."""
