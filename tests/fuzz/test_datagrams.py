@@ -119,8 +119,8 @@ def test_gro_runs_of_up_to_128_segments_stay_in_bounds(sandbox: Sandbox,
     check(sandbox, case)
 
 
-# Issue 9, defect 2 (fixed): with max_frame < 65536 the receive buffer is max_frame + 1 bytes, so a
-# coalesced run longer than that is truncated and dropped whole (counted once).
+# Issue 9, defect 2 (fixed): with max_frame < 65536 the receive buffer was max_frame + 1
+# bytes, so a coalesced run longer than that was truncated and dropped whole (counted once).
 @fuzz_settings(30)
 @given(case=gso_cases(st.integers(FRAME_MIN, DGRAM_MAX - 1), (2, 64)))
 @example(case=DgramCase("udp4", 1518, 2, ((14000, 1400),) * 5))
