@@ -7,7 +7,7 @@ each into a temporary venv, then runs this tree's pytest-benchmark suite (`bench
 `--benchmark-only`) against the two builds in turn, baseline first, for N rounds: A, B,
 A, B. Every run's pytest-benchmark JSON is kept. A case fails when the current build's
 best time over all rounds is worse than the baseline's best by more than the margin;
-a case over the margin after N rounds first gets N more rounds of its own. Both sides
+a case over the margin after N rounds first gets 2N more rounds of its own. Both sides
 run on this machine in the same minutes, so no timing saved elsewhere is ever the
 reference. Exit status: 0 passed (or nothing to compare with), 1 a case regressed or
 the suite failed on the current build, 2 the gate could not run.
@@ -36,6 +36,7 @@ MAIN_REFS = ["origin/main", "main"]
 MARGIN = 25.0           # percent
 ROUNDS = 3
 SHORT_ROUNDS = 2
+CONFIRM_FACTOR = 2      # a case over the margin gets this many times --rounds more rounds
 SHORT_MAX_TIME = 0.1    # --benchmark-max-time of auto-calibrated cases under --short
 BUILD_TIMEOUT = 900     # seconds per build
 RUN_TIMEOUT = 900       # seconds per suite run
@@ -173,22 +174,23 @@ def build(side: Side, log: Path) -> float:
            "--no-warn-script-location", "--target", purelib, str(side.src)]
     with open(log, "w") as out:
         try:
-            res = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env(),
-                                 cwd=side.venv, timeout=BUILD_TIMEOUT, check=False)
+            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, env=child_env(), cwd=side.venv,
+                                 timeout=BUILD_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
             raise BuildFailed(f"{side.label}: build took over {BUILD_TIMEOUT} s (log: {log})")
     if res.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-15:]
         raise BuildFailed(f"{side.label}: pip install failed (log: {log}):\n" + "\n".join(tail))
     # The build under test must be the one imported, from a directory with no source tree.
-    res = subprocess.run([str(side.python), "-c",
-                          "import fastrelay._core as c; print(c.__file__)"],
-                         capture_output=True, text=True, env=child_env(), cwd=side.venv,
-                         timeout=60, check=False)
-    core = res.stdout.strip()
-    if res.returncode != 0 or not core.startswith(str(side.venv)):
+    probe = subprocess.run([str(side.python), "-c",
+                            "import fastrelay._core as c; print(c.__file__)"],
+                           capture_output=True, text=True, env=child_env(), cwd=side.venv,
+                           timeout=60, check=False)
+    core = probe.stdout.strip()
+    if probe.returncode != 0 or not core.startswith(str(side.venv)):
         raise GateError(f"{side.label}: the venv imports fastrelay._core from "
-                        f"{core or res.stderr.strip()!r}, not from {side.venv}")
+                        f"{core or probe.stderr.strip()!r}, not from {side.venv}")
     return time.monotonic() - t0
 
 
@@ -214,8 +216,9 @@ def run_suite(side: Side, suite: Path, json_path: Path, short: bool,
     t0 = time.monotonic()
     with open(json_path.with_suffix(".log"), "w") as out:
         try:
-            res = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env(),
-                                 cwd=suite, timeout=RUN_TIMEOUT, check=False)
+            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, env=child_env(), cwd=suite,
+                                 timeout=RUN_TIMEOUT, check=False)
             status = res.returncode
         except subprocess.TimeoutExpired:
             out.write(f"\nbench.check: killed after {RUN_TIMEOUT} s\n")
@@ -355,6 +358,9 @@ def gate(args: argparse.Namespace) -> int:
                 base_secs = jobs["baseline"].result()
             except BuildFailed as exc:
                 jobs["current"].result()  # the current tree must build all the same
+                if args.baseline:
+                    raise  # asked for by name: not a case to skip
+                # The default baseline: a fix of a broken build must still pass the gate.
                 say(f"the baseline does not build, nothing to compare with; skipped\n{exc}")
                 return 0
             cur_secs = jobs["current"].result()
@@ -371,11 +377,12 @@ def gate(args: argparse.Namespace) -> int:
         suspects = [v.case for v in verdicts if v.status == "SLOWER"]
         if suspects and not cur.failed_runs:
             # A slowdown of the code shows in every round; a busy moment of the machine
-            # rarely twice. The suspects get as many rounds again before the verdict.
-            say(f"{len(suspects)} cases over the margin; {rounds} more rounds of those")
-            run_rounds((base, cur), suite, json_dir, range(rounds + 1, 2 * rounds + 1),
+            # rarely in many. Rounds of the suspects alone are cheap: twice as many again.
+            more = CONFIRM_FACTOR * rounds
+            say(f"{len(suspects)} cases over the margin; {more} more rounds of those")
+            run_rounds((base, cur), suite, json_dir, range(rounds + 1, rounds + more + 1),
                        args.short, suspects)
-            rounds *= 2
+            rounds += more
             verdicts = compare(base, cur, args.margin)
     summary = {"baseline": {"commit": sha, "label": base.label, "why": why},
                "current": cur.label, "margin_pct": args.margin, "rounds": rounds,

@@ -20,9 +20,9 @@ from bench.procs import PortPool, tcp_connected, tcp_listening, wait_until
 # Frames per round by frame size: tens of ms here. Rounds are short and many, because
 # three processes on a shared machine are rarely all undisturbed for long; the best
 # round is the one that was.
-FRAMES = {64: 200_000, 1500: 50_000}
-ROUNDS = 10
-SHORT_ROUNDS = 4  # --bench-short
+FRAMES = {64: 100_000, 1500: 20_000}
+ROUNDS = 12
+SHORT_ROUNDS = 5  # --bench-short
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def _stop(procs: list[subprocess.Popen[str]]) -> None:
 
 @pytest.mark.parametrize("size", [64, 1500])
 def test_tcp_p2p_transfer(benchmark, bins, short, size: int) -> None:  # type: ignore[no-untyped-def]
-    """200k or 50k frames: loadgen -> fastrelay (connects out to both) -> sink, over TCP.
+    """100k or 20k frames: loadgen -> fastrelay (connects out to both) -> sink, over TCP.
 
     Each round starts the three processes and waits until the relay has connected both
     ends, untimed; the time is from the sender's start signal to the sink's last frame,
