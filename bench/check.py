@@ -40,7 +40,6 @@ CONFIRM_FACTOR = 2      # a case over the margin gets this many times --rounds m
 SHORT_MAX_TIME = 0.1    # --benchmark-max-time of auto-calibrated cases under --short
 BUILD_TIMEOUT = 900     # seconds per build
 RUN_TIMEOUT = 900       # seconds per suite run
-SIDES = ("baseline", "current")
 
 
 class GateError(RuntimeError):
