@@ -163,6 +163,11 @@ def tcp_listening(port: int) -> bool:
     return port in _proc_net_ports(["tcp", "tcp6"], "0A")
 
 
+def tcp_connected(port: int) -> bool:
+    """True if some established TCP socket has local @port (a listener took a client)."""
+    return port in _proc_net_ports(["tcp", "tcp6"], "01")
+
+
 def udp_bound(port: int) -> bool:
     """True if some socket is bound to UDP @port."""
     return port in _proc_net_ports(["udp", "udp6"], None)
