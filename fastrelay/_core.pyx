@@ -18,6 +18,7 @@ include "dataplane/stream.pyx"
 include "dataplane/stdio.pyx"
 include "dataplane/tap.pyx"
 include "dataplane/fdb.pyx"
+include "dataplane/switch.pyx"
 
 FRAME_MIN_LEN = FRAME_MIN
 FRAME_MAX_LEN = FRAME_MAX
@@ -27,5 +28,5 @@ QUEUE_DEFAULT_BYTES = QUEUE_DEFAULT
 __all__ = (
     "Hub", "Port", "StreamPort", "DatagramPort", "StdioPort", "TapPort", "FrameReassembler",
     "FrameError", "FRAME_MIN_LEN", "FRAME_MAX_LEN", "DGRAM_MAX_LEN", "QUEUE_DEFAULT_BYTES",
-    "TUN_CONSTANTS", "MacTable",
+    "TUN_CONSTANTS", "MacTable", "Switch",
 )
