@@ -21,5 +21,10 @@ LINK_RESTART_MAX = 30.0
 LINK_STABLE_AFTER = 10.0
 # Daemon: where `fastrelay stats` looks for the control socket when not told otherwise.
 CONTROL_SOCKET = "/run/fastrelay/control.sock"
+# Log lines a peer can trigger at will (closes, accept errors, refused clients): at most
+# LOG_BURST per cause in LOG_INTERVAL seconds, then one line counting the rest.
+LOG_BURST = 5
+LOG_INTERVAL = 10.0
+LOG_CAUSES_MAX = 1024
 # Daemon: an HTTP request (metrics) or control command must arrive within this time.
 REQUEST_TIMEOUT = 5.0
