@@ -8,6 +8,23 @@ RECONNECT_INITIAL = 0.1
 RECONNECT_MAX = 5.0
 RECONNECT_FACTOR = 2.0
 RECONNECT_JITTER = 0.2
+# A client connection must not wait longer than this for the peer to answer (seconds).
+CONNECT_TIMEOUT = 5.0
+# Listeners: clients served at once by one listener, and by all listeners of one relay
+# (hub or link) together; the next client is accepted and closed at once (counted).
+MAX_CLIENTS = 1024
+MAX_CLIENTS_TOTAL = 4096
+
+# Ranges of the numeric options, on the command line and in the config file alike: a
+# value outside them (or inf, nan) is refused with one line. Seconds are bounded so that
+# a timer can always be set; zero is refused where it would mean a busy loop.
+QUEUE_MAX = 1 << 30                   # backlog bytes per port
+DELAY_RANGE = (0.001, 3600.0)         # reconnect_initial, reconnect_max
+FACTOR_RANGE = (1.0, 10.0)            # reconnect_factor
+JITTER_RANGE = (0.0, 1.0)             # reconnect_jitter (a share of the delay)
+CONNECT_TIMEOUT_RANGE = (0.01, 600.0)
+STOP_TIMEOUT_RANGE = (0.0, 60.0)
+CLIENTS_RANGE = (1, 1_000_000)        # max_clients, max_clients_total
 # Socket buffers asked for datagram ports: bursts of a VM outrun the default 208 KiB.
 DGRAM_SOCKET_BUFFER = 4 * 1024 * 1024
 # How often -v prints counters (seconds).

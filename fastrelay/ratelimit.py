@@ -15,7 +15,7 @@ __all__ = ["RateLimitedLog"]
 class _Window:
     """What one cause logged in its current interval."""
 
-    __slots__ = ("start", "logged", "suppressed", "level", "last")
+    __slots__ = ("last", "level", "logged", "start", "suppressed")
 
     def __init__(self, start: float) -> None:
         self.start = start

@@ -36,7 +36,9 @@ class RelayOptions:
     queue_bytes: int = QUEUE_DEFAULT_BYTES
     max_frame: int = FRAME_MAX_LEN
     bind: str | None = None          # local address for UDP targets and `-l PORT`
-    connect_timeout: float = 5.0
+    connect_timeout: float = defaults.CONNECT_TIMEOUT
+    max_clients: int = defaults.MAX_CLIENTS              # per listener
+    max_clients_total: int = defaults.MAX_CLIENTS_TOTAL  # all listeners of the relay
     backoff: dict[str, float] = field(default_factory=dict)  # Backoff(**backoff)
     flush_timeout: float = defaults.STOP_FLUSH_TIMEOUT      # drain deadline when stopping
 
