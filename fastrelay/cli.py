@@ -52,7 +52,7 @@ examples:
 """
 
 
-def _queue_size(text: str) -> int:
+def _size(text: str) -> int:
     try:
         return parse_size(text, defaults.QUEUE_MAX)
     except ValueError as exc:
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reconnect", action="store_true",
                         help="client targets reconnect with backoff instead of ending; "
                              "point-to-point listeners accept the next client")
-    parser.add_argument("--queue", type=_queue_size, default=None, metavar="BYTES",
+    parser.add_argument("--queue", type=_size, default=None, metavar="BYTES",
                         help="backlog bound per port (default 4M, at most 1G); whole frames "
                              "past it drop")
     parser.add_argument("--max-frame", type=_number(FRAME_MIN_LEN, FRAME_MAX_LEN, True),
