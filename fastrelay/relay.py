@@ -162,7 +162,11 @@ class Relay:
         loop.add_reader(self.hub.fileno(), self.hub.poll)
         self._watching = True
         for endpoint in self.endpoints:
-            await endpoint.start()
+            try:
+                await endpoint.start()
+            except OSError as exc:
+                # Out of descriptors or memory, say: a reason to retry, never a crash.
+                raise StartError(str(endpoint), exc.strerror or str(exc)) from None
 
     async def wait(self) -> int:
         assert self._done is not None

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import abc
+import fcntl
 import logging
 import os
 import stat
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .._core import TUN_CONSTANTS
+from ..errors import StartError
 
 if TYPE_CHECKING:
     from .._core import Port
@@ -14,7 +19,55 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastrelay")
 
-__all__ = ["Endpoint", "remove_stale_socket"]
+__all__ = ["Endpoint", "adopt", "check_unix_path", "remove_stale_socket"]
+
+P = TypeVar("P")
+
+# sockaddr_un.sun_path: 108 bytes, a path's terminating NUL included.
+_SUN_PATH = 108
+
+
+def check_unix_path(what: str, path: str) -> None:
+    """StartError unless path fits a unix socket address (abstract names start with NUL)."""
+    size = len(os.fsencode(path)) + (0 if path.startswith("\0") else 1)
+    if size > _SUN_PATH:
+        raise StartError(what, f"unix socket path too long ({size} bytes with its end; "
+                               f"at most {_SUN_PATH})")
+
+
+def _identity(fd: int) -> tuple[Any, ...] | None:
+    """What fd is open on (file and, for a tap, its interface), or None if it is closed."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    tun = b""
+    if stat.S_ISCHR(st.st_mode):
+        # Every /dev/net/tun descriptor has the same inode: the interface tells them apart.
+        try:
+            tun = fcntl.ioctl(fd, TUN_CONSTANTS["TUNGETIFF"], bytes(40))[:16]
+        except OSError:
+            pass
+    return st.st_dev, st.st_ino, st.st_rdev, tun
+
+
+def adopt(fds: Sequence[int], build: Callable[[], P]) -> P:
+    """build() a data-plane port around descriptors handed over to it; the port's result.
+
+    A built port owns fds and closes them. A port whose constructor fails may already
+    have closed them (Port.__dealloc__ closes what the base constructor took), or not
+    (when the arguments failed before): closing them again could close a descriptor
+    that another thread has just been given. So on failure only the descriptors that
+    are still open on the very file they were handed over on are closed here.
+    """
+    before = [_identity(fd) for fd in fds]
+    try:
+        return build()
+    except BaseException:
+        for fd, identity in zip(fds, before):
+            if identity is not None and _identity(fd) == identity:
+                os.close(fd)
+        raise
 
 
 def remove_stale_socket(path: str) -> None:

@@ -11,7 +11,7 @@ from .. import defaults
 from .._core import DatagramPort
 from ..errors import StartError
 from ..targets import UDPTarget, UnixDgramTarget
-from .base import Endpoint, remove_stale_socket
+from .base import Endpoint, adopt, check_unix_path, remove_stale_socket
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -46,16 +46,20 @@ class DatagramEndpoint(Endpoint):
         if isinstance(target, UDPTarget):
             sock, family, peer = await self._open_udp(target)
         else:
+            for path in (target.local, target.remote):
+                if path is not None:
+                    check_unix_path(str(self), path)
             sock, family, peer = self._open_unix(target), socket.AF_UNIX, target.remote
-        _grow_buffers(sock)
-        sock.setblocking(False)
-        fd = sock.detach()
         try:
-            port = DatagramPort(fd, str(self), family=family, peer=peer,
-                                learn_peer=peer is None, **self.relay.options.port_kwargs)
+            _grow_buffers(sock)
+            sock.setblocking(False)
         except BaseException:
-            os.close(fd)
+            sock.close()
             raise
+        fd = sock.detach()
+        port = adopt([fd], lambda: DatagramPort(fd, str(self), family=family, peer=peer,
+                                                learn_peer=peer is None,
+                                                **self.relay.options.port_kwargs))
         self.relay.attach(port, self)
 
     async def _open_udp(self, target: UDPTarget) -> tuple[socket.socket, int, object]:
@@ -67,7 +71,11 @@ class DatagramEndpoint(Endpoint):
                                         f"{exc.strerror}") from None
         family, _, _, _, peer = infos[0]
         bind = self.relay.options.bind or ("::" if family == socket.AF_INET6 else "0.0.0.0")
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise StartError(str(self), f"cannot open a UDP socket: "
+                                        f"{exc.strerror or exc}") from None
         try:
             sock.bind((bind, target.lport))
         except OSError as exc:
@@ -77,9 +85,13 @@ class DatagramEndpoint(Endpoint):
         return sock, family, peer
 
     def _open_unix(self, target: UnixDgramTarget) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         local = target.local
         remove_stale_socket(local)
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise StartError(str(self), f"cannot open a socket: "
+                                        f"{exc.strerror or exc}") from None
         try:
             sock.bind(local)
         except OSError as exc:

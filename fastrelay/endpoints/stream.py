@@ -11,7 +11,7 @@ from .._core import StreamPort
 from ..backoff import Backoff
 from ..errors import StartError
 from ..targets import TCPListenTarget, TCPTarget, UnixListenTarget, UnixTarget
-from .base import Endpoint, log, remove_stale_socket
+from .base import Endpoint, adopt, log, remove_stale_socket
 
 if TYPE_CHECKING:
     from .._core import Port
@@ -83,9 +83,10 @@ class StreamClientEndpoint(Endpoint):
                 last = exc if isinstance(exc, OSError) else TimeoutError("connection timed out")
                 continue
             _tune(sock)
-            name = str(self)
-            self.relay.attach(StreamPort(sock.detach(), name, **self.relay.options.port_kwargs),
-                              self)
+            fd = sock.detach()
+            port = adopt([fd], lambda: StreamPort(fd, str(self),
+                                                  **self.relay.options.port_kwargs))
+            self.relay.attach(port, self)
             self.backoff.reset()
             return
         reason = _oserror_text(last) if last else "no address"
@@ -227,8 +228,9 @@ class StreamListenerEndpoint(Endpoint):
             _tune(conn)
             name = f"{self.kind} client {_peer_text(addr)}"
             self.clients += 1
-            self.relay.attach(StreamPort(conn.detach(), name, **self.relay.options.port_kwargs),
-                              self)
+            fd = conn.detach()
+            port = adopt([fd], lambda: StreamPort(fd, name, **self.relay.options.port_kwargs))
+            self.relay.attach(port, self)
 
     def port_closed(self, port: Port, reason: str, fault: bool) -> None:
         self.clients -= 1

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .._core import TapPort
 from ..tapdev import TapDevice, create_bridge_tap, open_tap
 from ..targets import BridgeTarget, TapTarget
-from .base import Endpoint, log
+from .base import Endpoint, adopt, log
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -59,14 +59,9 @@ class TapEndpoint(Endpoint):
         # carry netlink sockets): the few set-up requests run in a worker thread.
         dev = await asyncio.to_thread(self._open, offload)
         kwargs = dict(self.relay.options.port_kwargs)
-        try:
-            port = TapPort(dev.fds[0], self._port_name(dev), queues=dev.fds[1:],
-                           offload=bool(dev.offload), **kwargs)
-        except BaseException:
-            dev.close()
-            raise
-        # From here the port owns the descriptors.
-        dev.fds = []
+        fds, dev.fds = dev.fds, []  # from here the port owns the descriptors (see adopt)
+        port = adopt(fds, lambda: TapPort(fds[0], self._port_name(dev), queues=fds[1:],
+                                          offload=bool(dev.offload), **kwargs))
         self.device = dev
         self.port = port
         self.relay.attach(port, self)
