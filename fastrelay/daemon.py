@@ -147,6 +147,12 @@ class LinkRunner:
                      point_to_point=spec.point_to_point, name=spec.name, labels=spec.endpoints)
 
     async def _supervise(self) -> None:
+        """Start the relay, wait for it to end, start it again; for as long as the link lives.
+
+        Anything that goes wrong, a StartError or any other exception (out of descriptors,
+        a bug), is one log line and a restart with back-off: a link never stays down in
+        silence. Only a target this build cannot serve (TargetError) stops it for good.
+        """
         loop = asyncio.get_running_loop()
         backoff = Backoff(initial=defaults.LINK_RESTART_INITIAL,
                           maximum=defaults.LINK_RESTART_MAX)
@@ -154,46 +160,47 @@ class LinkRunner:
             while not self._stopping:
                 began = loop.time()
                 try:
-                    relay = self.relay = self._new_relay()
-                    await relay.start()
+                    ended = await self._run_once()
                 except TargetError as exc:
                     # A target this build cannot serve: retrying cannot help.
                     self.state, self.error = "failed", str(exc)
                     log.error("%s; the link stays down until its definition changes", exc)
                     self._retire()
                     return
-                except StartError as exc:
-                    self.error = str(exc)
+                except Exception as exc:  # noqa: BLE001 (supervision: log and retry anything)
+                    self.error = str(exc) if isinstance(exc, StartError) else (
+                        f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
                     self._retire()
                     delay = backoff.next_delay()
                     self.state = "restarting"
-                    log.error("%s; starting the link again in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    self.restarts += 1
-                    continue
-                self.state, self.error = "up", None
-                log.info("up: %s %s", self.spec.kind, " + ".join(self.spec.endpoints))
-                if self.verbosity >= 1:
-                    self._reporter = loop.create_task(relay.report(self._report_line))
-                await relay.wait()
-                if self._stopping:
-                    return  # stop() drains and closes
-                self._retire()
-                if loop.time() - began >= defaults.LINK_STABLE_AFTER:
-                    backoff.reset()
-                delay = backoff.next_delay()
-                self.state = "restarting"
-                log.warning("ended; starting it again in %.1fs", delay)
+                    log.error("%s; starting the link again in %.1fs", self.error, delay)
+                else:
+                    if not ended:
+                        return  # stop() drains and closes
+                    self._retire()
+                    if loop.time() - began >= defaults.LINK_STABLE_AFTER:
+                        backoff.reset()
+                    delay = backoff.next_delay()
+                    self.state = "restarting"
+                    log.warning("ended; starting it again in %.1fs", delay)
                 await asyncio.sleep(delay)
                 self.restarts += 1
         except asyncio.CancelledError:
             self._retire()
             raise
-        except Exception as exc:
-            # A bug, not a network event: say so loudly, keep the other links running.
-            log.exception("supervisor failed")
-            self.state, self.error = "failed", f"internal error: {exc}"
-            self._retire()
+
+    async def _run_once(self) -> bool:
+        """One run of the link: start its relay and wait until it ends. True if it ended by
+        itself, False if stop() ended it."""
+        relay = self.relay = self._new_relay()
+        await relay.start()
+        self.state, self.error = "up", None
+        log.info("up: %s %s", self.spec.kind, " + ".join(self.spec.endpoints))
+        if self.verbosity >= 1:
+            self._reporter = asyncio.get_running_loop().create_task(
+                relay.report(self._report_line))
+        await relay.wait()
+        return not self._stopping
 
     @staticmethod
     def _report_line(line: str) -> None:

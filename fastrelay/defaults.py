@@ -4,10 +4,17 @@
 DEFAULT_HUB_HOST = "127.0.0.1"
 DEFAULT_HUB_PORT = 5500
 # Reconnect back-off of client targets: first delay, cap (seconds), growth, jitter share.
+# A link must be back within a second of its peer's return (qemu guests restart in a few
+# seconds; lima retries every 500 ms), so the cap, jitter included, is half a second: a
+# peer that stays down gets two connection attempts a second, each a SYN answered by a
+# RST or a refused unix connect, and one log line in all (later failures log at debug).
 RECONNECT_INITIAL = 0.1
-RECONNECT_MAX = 5.0
+RECONNECT_MAX = 0.5
 RECONNECT_FACTOR = 2.0
 RECONNECT_JITTER = 0.2
+# The back-off starts over only after a connection stayed up this long (seconds): a peer
+# that accepts and closes at once is retried at growing delays, not in a storm.
+RECONNECT_STABLE_AFTER = 2.0
 # A client connection must not wait longer than this for the peer to answer (seconds).
 CONNECT_TIMEOUT = 5.0
 # Listeners: clients served at once by one listener, and by all listeners of one relay

@@ -14,6 +14,7 @@ from . import defaults
 from ._core import FRAME_MAX_LEN, QUEUE_DEFAULT_BYTES, Hub, Port
 from .endpoints import Endpoint, make_endpoint
 from .errors import StartError
+from .ratelimit import RateLimitedLog
 from .stats import EndpointStats, Totals, format_totals
 from .targets import Target
 
@@ -82,6 +83,9 @@ class Relay:
         self._watching = False
         self._closed = False
         self.retired = Totals()  # counters of ports already closed
+        self.clients = 0         # accepted clients of all listeners (max_clients_total)
+        # For the log lines a peer can trigger at will: closes, accept errors, refusals.
+        self.log_limit = RateLimitedLog(log)
 
     # -- used by endpoints ------------------------------------------------------------
 

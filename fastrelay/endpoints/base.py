@@ -96,6 +96,7 @@ class Endpoint(abc.ABC):
         self.relay = relay
         self.closed = False
         self.reconnects = 0  # connections made again after a loss (kinds that reconnect)
+        self.refused = 0     # clients accepted and closed at once: too many (listeners)
 
     def __str__(self) -> str:
         return str(self.target)

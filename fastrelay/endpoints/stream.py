@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from .. import defaults
 from .._core import StreamPort
 from ..backoff import Backoff
 from ..errors import StartError
@@ -44,7 +47,13 @@ def _tune(sock: socket.socket) -> None:
 
 
 class StreamClientEndpoint(Endpoint):
-    """Connects out (`HOST:PORT`, `unix:PATH`); with reconnect on, keeps doing so."""
+    """Connects out (`HOST:PORT`, `unix:PATH`); with reconnect on, keeps doing so.
+
+    Reconnects wait for the back-off's next delay. The back-off starts over only once a
+    connection has stayed up for RECONNECT_STABLE_AFTER seconds: a peer that accepts and
+    closes at once is retried at growing intervals, not every `initial` seconds. Any
+    failure while connecting, of any kind, is one log line and another try.
+    """
 
     target: TCPTarget | UnixTarget
 
@@ -52,6 +61,7 @@ class StreamClientEndpoint(Endpoint):
         super().__init__(target, relay)
         self.backoff = Backoff(**relay.options.backoff)
         self._retry: asyncio.Task[None] | None = None
+        self._connected_at = 0.0
 
     def __str__(self) -> str:
         if isinstance(self.target, UnixTarget):
@@ -71,38 +81,53 @@ class StreamClientEndpoint(Endpoint):
         return [(family, addr) for family, _, _, _, addr in infos]
 
     async def _connect(self) -> None:
+        """Connect and attach the port; StartError with the reason when it cannot."""
         loop = asyncio.get_running_loop()
-        last: OSError | None = None
+        last = "no address"
         for family, addr in await self._addresses():
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setblocking(False)
             try:
-                await asyncio.wait_for(loop.sock_connect(sock, addr), self.relay.options.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
-                sock.close()
-                last = exc if isinstance(exc, OSError) else TimeoutError("connection timed out")
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as exc:
+                last = _oserror_text(exc)  # out of descriptors, say: the next try may do
                 continue
-            _tune(sock)
+            try:
+                sock.setblocking(False)
+                await asyncio.wait_for(loop.sock_connect(sock, addr),
+                                       self.relay.options.connect_timeout)
+                _tune(sock)
+            except TimeoutError:
+                sock.close()
+                last = "connection timed out"
+                continue
+            except OSError as exc:
+                sock.close()
+                last = _oserror_text(exc)
+                continue
+            except BaseException:
+                sock.close()
+                raise
             fd = sock.detach()
-            port = adopt([fd], lambda: StreamPort(fd, str(self),
-                                                  **self.relay.options.port_kwargs))
+            port = adopt([fd], partial(StreamPort, fd, str(self),
+                                       **self.relay.options.port_kwargs))
             self.relay.attach(port, self)
-            self.backoff.reset()
+            self._connected_at = loop.time()
             return
-        reason = _oserror_text(last) if last else "no address"
-        raise StartError(str(self), f"cannot connect: {reason}")
+        raise StartError(str(self), f"cannot connect: {last}")
 
     async def start(self) -> None:
         try:
             await self._connect()
-        except StartError as exc:
+        except Exception as exc:
             if not self.relay.options.reconnect:
                 raise
-            log.warning("%s; retrying", exc)
+            log.warning("%s; retrying", _failure_text(self, exc))
             self._schedule()
 
     def port_closed(self, port: Port, reason: str, fault: bool) -> None:
         if self.relay.options.reconnect and not self.closed:
+            loop = asyncio.get_running_loop()
+            if loop.time() - self._connected_at >= defaults.RECONNECT_STABLE_AFTER:
+                self.backoff.reset()
             self._schedule()
         else:
             self.relay.endpoint_ended(self, reason)
@@ -119,18 +144,35 @@ class StreamClientEndpoint(Endpoint):
             try:
                 await self._connect()
             except StartError as exc:
-                # The first failure was logged as a warning; repeating it every few
-                # seconds would flood a service's journal.
+                # The first failure was logged as a warning; repeating it at every try
+                # would flood a service's journal.
                 log.debug("%s; retrying", exc)
                 continue
+            except Exception as exc:  # noqa: BLE001 (supervision: log and retry anything)
+                # Not a network answer (a bug, or the process out of some resource):
+                # say so, and keep trying: a supervisor never gives up in silence.
+                self.relay.log_limit.log(logging.WARNING, ("connect", self), "%s; retrying",
+                                         _failure_text(self, exc))
+                continue
             self.reconnects += 1
-            log.info("%s: reconnected", self)
+            self.relay.log_limit.log(logging.INFO, ("reconnected", self), "%s: reconnected",
+                                     self)
             return
 
     def close(self) -> None:
         super().close()
         if self._retry is not None:
             self._retry.cancel()
+
+
+def _failure_text(endpoint: Endpoint, exc: BaseException) -> str:
+    """One line for a failed connect or accept: a StartError's own text, else what raised."""
+    if isinstance(exc, StartError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{endpoint}: {_oserror_text(exc)}"
+    return f"{endpoint}: {type(exc).__name__}: {exc}" if str(exc) else \
+        f"{endpoint}: {type(exc).__name__}"
 
 
 class StreamListenerEndpoint(Endpoint):
@@ -229,7 +271,7 @@ class StreamListenerEndpoint(Endpoint):
             name = f"{self.kind} client {_peer_text(addr)}"
             self.clients += 1
             fd = conn.detach()
-            port = adopt([fd], lambda: StreamPort(fd, name, **self.relay.options.port_kwargs))
+            port = adopt([fd], partial(StreamPort, fd, name, **self.relay.options.port_kwargs))
             self.relay.attach(port, self)
 
     def port_closed(self, port: Port, reason: str, fault: bool) -> None:
