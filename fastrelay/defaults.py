@@ -17,6 +17,14 @@ RECONNECT_JITTER = 0.2
 RECONNECT_STABLE_AFTER = 2.0
 # A client connection must not wait longer than this for the peer to answer (seconds).
 CONNECT_TIMEOUT = 5.0
+# Listeners: the kernel's queue of clients not accepted yet, and how many are taken per
+# wake-up (so one busy listener cannot hold the loop).
+LISTEN_BACKLOG = 64
+ACCEPTS_PER_WAKEUP = 64
+# A listener out of descriptors or memory stops watching its socket and tries again
+# after this back-off (seconds): no busy loop, and accepting again soon after it can.
+ACCEPT_RETRY_INITIAL = 0.1
+ACCEPT_RETRY_MAX = 2.0
 # Listeners: clients served at once by one listener, and by all listeners of one relay
 # (hub or link) together; the next client is accepted and closed at once (counted).
 MAX_CLIENTS = 1024
@@ -52,3 +60,9 @@ LOG_INTERVAL = 10.0
 LOG_CAUSES_MAX = 1024
 # Daemon: an HTTP request (metrics) or control command must arrive within this time.
 REQUEST_TIMEOUT = 5.0
+# Daemon: the longest HTTP request head and control command line (bytes), the clients
+# served at once, and how soon a busy or starved service listener looks again (seconds).
+HTTP_HEAD_MAX = 16 * 1024
+CONTROL_LINE_MAX = 64 * 1024
+SERVICE_CLIENTS_MAX = 32
+SERVICE_RETRY = 0.1

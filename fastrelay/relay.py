@@ -97,7 +97,7 @@ class Relay:
             raise StartError(port.name, f"cannot watch it: {exc.strerror or exc}") from None
         self._owners[port] = endpoint
         self._tally[endpoint].connections += 1
-        log.info("%s: attached", port.name)
+        self.log_limit.log(logging.INFO, ("attached", endpoint), "%s: attached", port.name)
 
     def endpoint_ended(self, endpoint: Endpoint, reason: str) -> None:
         """An endpoint will not come back: point-to-point ends with it."""
@@ -111,12 +111,13 @@ class Relay:
         self.retired.add(port)
         # The backlog outlives the port's descriptor: what is left in it was never sent.
         lost = port.queued_bytes
-        if fault:
-            log.warning("%s: %s%s", port.name, reason,
-                        f" ({lost} queued bytes lost)" if lost else "")
-        else:
-            log.info("%s: %s", port.name, reason)
         endpoint = self._owners.pop(port, None)
+        # Peers close (and send bad frames) as often as they like: rate-limited lines.
+        if fault:
+            self.log_limit.log(logging.WARNING, ("fault", endpoint), "%s: %s%s", port.name,
+                               reason, f" ({lost} queued bytes lost)" if lost else "")
+        else:
+            self.log_limit.log(logging.INFO, ("closed", endpoint), "%s: %s", port.name, reason)
         if endpoint is not None:
             tally = self._tally[endpoint]
             tally.retired.add(port)
@@ -145,7 +146,8 @@ class Relay:
             stats = EndpointStats(label, str(endpoint), counters=totals.values,
                                   connections=tally.connections,
                                   disconnects=tally.disconnects,
-                                  reconnects=endpoint.reconnects, lost_bytes=tally.lost_bytes)
+                                  reconnects=endpoint.reconnects, refused=endpoint.refused,
+                                  lost_bytes=tally.lost_bytes)
             for port, owner in self._owners.items():
                 if owner is endpoint:
                     totals.add(port)

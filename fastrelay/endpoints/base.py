@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import abc
+import contextlib
+import errno
 import fcntl
 import logging
 import os
+import socket
 import stat
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastrelay")
 
-__all__ = ["Endpoint", "adopt", "check_unix_path", "remove_stale_socket"]
+__all__ = ["Endpoint", "SocketFile", "adopt", "check_unix_path", "remove_stale_socket"]
 
 P = TypeVar("P")
 
@@ -71,15 +74,70 @@ def adopt(fds: Sequence[int], build: Callable[[], P]) -> P:
 
 
 def remove_stale_socket(path: str) -> None:
-    """Remove a unix socket left at path by an earlier run (never a file of another kind;
-    abstract names, starting with NUL, have nothing on disk)."""
+    """Remove a unix socket left at path by an earlier run that is gone.
+
+    Only a socket that nobody serves is stale: a connect is tried first, and only
+    ECONNREFUSED (nothing bound there) lets it go. A live socket of another running
+    instance stays, and the bind that follows fails with "Address already in use".
+    Never a file of another kind; abstract names (starting with NUL) have nothing on disk.
+    """
     if path.startswith("\0"):
         return
     try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
     except FileNotFoundError:
-        pass
+        return
+    if _socket_in_use(path):
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _socket_in_use(path: str) -> bool:
+    """Whether something answers at the unix socket path (of any socket type)."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET):
+        try:
+            probe = socket.socket(socket.AF_UNIX, kind | socket.SOCK_NONBLOCK)
+        except OSError:
+            return True  # cannot tell (out of descriptors?): leave it be
+        with probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                return False
+            except OSError as exc:
+                if exc.errno == errno.EPROTOTYPE:
+                    continue  # a socket of another type is bound there: ask as that type
+                return True  # EAGAIN (a full backlog), EACCES, ...: not known to be stale
+            return True
+    return True
+
+
+class SocketFile:
+    """The file a unix socket was bound to, removed at close only if it is still ours.
+
+    Another instance may have replaced it since (after removing ours as stale, or by
+    hand): that one's socket must survive our exit. Ours is told apart by its device,
+    inode and change time (ext4 gives a freed inode number to the next new file), taken
+    once our set-up of the file is done.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.identity = self._identity()
+
+    def _identity(self) -> tuple[int, int, int]:
+        st = os.stat(self.path)
+        return st.st_dev, st.st_ino, st.st_ctime_ns
+
+    def remove(self) -> None:
+        """Unlink the path if it is still the socket we bound; quietly otherwise."""
+        try:
+            if self._identity() == self.identity:
+                os.unlink(self.path)
+        except OSError:
+            pass
 
 
 class Endpoint(abc.ABC):
