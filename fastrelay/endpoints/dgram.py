@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,7 @@ from .. import defaults
 from .._core import DatagramPort
 from ..errors import StartError
 from ..targets import UDPTarget, UnixDgramTarget
-from .base import Endpoint, adopt, check_unix_path, remove_stale_socket
+from .base import Endpoint, SocketFile, adopt, check_unix_path, remove_stale_socket
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -39,7 +38,7 @@ class DatagramEndpoint(Endpoint):
 
     def __init__(self, target: UDPTarget | UnixDgramTarget, relay: Relay) -> None:
         super().__init__(target, relay)
-        self.bound_path: str | None = None
+        self._file: SocketFile | None = None  # the unix socket file we bound
 
     async def start(self) -> None:
         target = self.target
@@ -98,14 +97,16 @@ class DatagramEndpoint(Endpoint):
             sock.close()
             raise StartError(str(self), f"cannot bind {local!r}: {exc.strerror or exc}") from None
         if not local.startswith("\0"):
-            self.bound_path = local
+            try:
+                self._file = SocketFile(local)
+            except OSError as exc:
+                sock.close()
+                raise StartError(str(self), f"cannot bind {local!r}: "
+                                            f"{exc.strerror or exc}") from None
         return sock
 
     def close(self) -> None:
         super().close()
-        if self.bound_path is not None:
-            try:
-                os.unlink(self.bound_path)
-            except OSError:
-                pass
-            self.bound_path = None
+        if self._file is not None:
+            self._file.remove()  # only if it is still ours
+            self._file = None
