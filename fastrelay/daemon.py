@@ -316,7 +316,12 @@ class Daemon:
         task.add_done_callback(self._reloads.discard)
 
     async def reload(self) -> None:
-        """Read the config again and apply the differences (SIGHUP)."""
+        """Read the config again and apply the differences (SIGHUP).
+
+        Whatever fails in between (one log line), RELOADING=1 is followed by READY=1:
+        systemd would otherwise hold the unit in "reloading", and every later
+        `systemctl reload` would wait in vain.
+        """
         assert self._reload_lock is not None and self._stop is not None
         async with self._reload_lock:
             if self._stop.is_set():
@@ -325,15 +330,18 @@ class Daemon:
             log.info("SIGHUP: reloading %s", self.config.path)
             try:
                 new = load_config(self.config.path)
-            except ConfigError as exc:
-                for problem in exc.problems:
-                    log.error("reload refused: %s", problem.text(exc.path))
-                log.error("reload refused: still running the previous configuration")
-            else:
                 await self._apply_services(new.daemon, starting=False)
                 await self._apply_links(new)
                 self.config = new
                 log.info("reloaded: %s", self._status())
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("reload refused: %s", problem.text(exc.path))
+                log.error("reload refused: still running the previous configuration")
+            except Exception as exc:  # noqa: BLE001 (a reload must end READY whatever failed)
+                log.error("reload failed: %s: %s; running links are kept as they are",
+                          type(exc).__name__, exc)
+            # Not in a finally: a reload cancelled by a stop ends with STOPPING=1 instead.
             sd_notify(f"READY=1\nSTATUS={self._status()}")
 
     async def _apply_links(self, new: Config) -> None:

@@ -66,3 +66,7 @@ HTTP_HEAD_MAX = 16 * 1024
 CONTROL_LINE_MAX = 64 * 1024
 SERVICE_CLIENTS_MAX = 32
 SERVICE_RETRY = 0.1
+# After answering, a service reads and drops what a client still sends (so that closing
+# does not reset the connection under the answer), up to this much and this long.
+SERVICE_LINGER_BYTES = 4 << 20
+SERVICE_LINGER = 1.0

@@ -38,6 +38,24 @@ async def read_until(conn: socket.socket, ends: tuple[bytes, ...], limit: int) -
         data += chunk
 
 
+async def _linger(conn: socket.socket) -> None:
+    """After the answer: end our side, then read and drop what the client still sends.
+
+    Closing a socket with unread input resets the connection, and the client may then
+    lose the answer it was sent (an over-long request, say). Bounded in bytes and time.
+    """
+    conn.shutdown(socket.SHUT_WR)
+    loop = asyncio.get_running_loop()
+    left = defaults.SERVICE_LINGER_BYTES
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(defaults.SERVICE_LINGER):
+            while left > 0:
+                chunk = await loop.sock_recv(conn, min(left, 65536))
+                if not chunk:
+                    return
+                left -= len(chunk)
+
+
 class OneShotServer:
     """Accepts clients on listening sockets and awaits serve(conn) for each, then closes it.
 
@@ -132,6 +150,7 @@ class OneShotServer:
     async def _run(self, conn: socket.socket) -> None:
         try:
             await asyncio.wait_for(self.serve(conn), defaults.REQUEST_TIMEOUT)
+            await _linger(conn)
         except (TimeoutError, OSError):
             pass  # a slow client, or one that left: nothing worth answering
         except Exception as exc:  # noqa: BLE001 (one client must not take the service down)
