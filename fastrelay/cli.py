@@ -52,11 +52,15 @@ examples:
 """
 
 
-def _size(text: str) -> int:
+def _size(text: str, maximum: int = defaults.QUEUE_MAX) -> int:
     try:
-        return parse_size(text, defaults.QUEUE_MAX)
+        return parse_size(text, maximum)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _total_size(text: str) -> int:
+    return _size(text, defaults.QUEUE_TOTAL_MAX)
 
 
 def _number(low: float, high: float, integer: bool = False) -> Callable[[str], float]:
@@ -98,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue", type=_size, default=None, metavar="BYTES",
                         help="backlog bound per port (default 4M, at most 1G); whole frames "
                              "past it drop")
+    parser.add_argument("--queue-total", type=_total_size, default=None, metavar="BYTES",
+                        help="backlog bound of all ports together (default 64M)")
     parser.add_argument("--max-frame", type=_number(FRAME_MIN_LEN, FRAME_MAX_LEN, True),
                         default=None, metavar="N",
                         help="longest frame accepted (default 69632, qemu's limit)")
@@ -143,8 +149,8 @@ def _setup_logging(verbosity: int) -> None:
 
 
 # Options that set link behaviour: the daemon takes them from its config file instead.
-_LINK_OPTIONS = ("listen", "reconnect", "queue", "max_frame", "max_clients",
-                 "max_clients_total", "bind", "reconnect_initial", "reconnect_max")
+_LINK_OPTIONS = ("listen", "reconnect", "queue", "queue_total", "max_frame",
+                 "max_clients", "max_clients_total", "bind", "reconnect_initial", "reconnect_max")
 
 
 def _link_options_given(args: argparse.Namespace) -> list[str]:
@@ -219,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = RelayOptions(verbosity=args.verbosity, reconnect=args.reconnect, bind=args.bind)
     if args.queue is not None:
         options.queue_bytes = args.queue
+    if args.queue_total is not None:
+        options.queue_total = args.queue_total
     if args.max_frame is not None:
         options.max_frame = args.max_frame
     if args.max_clients is not None:

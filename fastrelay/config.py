@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import defaults
-from ._core import FRAME_MAX_LEN, FRAME_MIN_LEN, QUEUE_DEFAULT_BYTES
+from ._core import FRAME_MAX_LEN, FRAME_MIN_LEN, QUEUE_BUDGET_DEFAULT_BYTES, QUEUE_DEFAULT_BYTES
 from .errors import ConfigError, ConfigProblem, TargetError
 from .relay import RelayOptions
 from .targets import (BridgeTarget, StdioTarget, TapTarget, Target, TCPListenTarget,
@@ -116,6 +116,7 @@ class LinkOptions:
     reconnect_jitter: float = defaults.RECONNECT_JITTER
     connect_timeout: float = defaults.CONNECT_TIMEOUT
     queue: int = QUEUE_DEFAULT_BYTES
+    queue_total: int = QUEUE_BUDGET_DEFAULT_BYTES
     max_frame: int = FRAME_MAX_LEN
     max_clients: int = defaults.MAX_CLIENTS
     max_clients_total: int = defaults.MAX_CLIENTS_TOTAL
@@ -125,6 +126,7 @@ class LinkOptions:
         """The RelayOptions a link with these options runs with."""
         return RelayOptions(
             verbosity=verbosity, reconnect=self.reconnect, queue_bytes=self.queue,
+            queue_total=self.queue_total,
             max_frame=self.max_frame, bind=self.bind, connect_timeout=self.connect_timeout,
             max_clients=self.max_clients, max_clients_total=self.max_clients_total,
             backoff={"initial": self.reconnect_initial, "maximum": self.reconnect_max,
@@ -247,8 +249,8 @@ class KeyLines:
 # -- validation ------------------------------------------------------------------------------
 
 _OPTION_KEYS = ("reconnect", "reconnect_initial", "reconnect_max", "reconnect_factor",
-                "reconnect_jitter", "connect_timeout", "queue", "max_frame", "max_clients",
-                "max_clients_total", "bind")
+                "reconnect_jitter", "connect_timeout", "queue", "queue_total", "max_frame",
+                "max_clients", "max_clients_total", "bind")
 # The numeric options: (low, high, integer).
 _RANGES: dict[str, tuple[float, float, bool]] = {
     "reconnect_initial": (*defaults.DELAY_RANGE, False),
@@ -317,6 +319,23 @@ class _Checker:
             return default
         return value if integer else float(value)
 
+    def size(self, value: object, path: tuple[str, ...], maximum: int) -> int | None:
+        """A size in bytes (an integer or a string such as "4M") within 0..maximum."""
+        if isinstance(value, str):
+            try:
+                return parse_size(value, maximum)
+            except ValueError as exc:
+                self.problem(path, str(exc))
+                return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            why = check_number(value, 0, maximum, integer=True)
+            if why is None:
+                return value
+            self.problem(path, f"{why} bytes")
+            return None
+        self.problem(path, f"must be a size in bytes (65536, \"4M\"), not {_type_name(value)}")
+        return None
+
     def options(self, table: dict[str, Any], path: tuple[str, ...],
                 base: LinkOptions) -> LinkOptions:
         """The options set in table over base."""
@@ -331,22 +350,12 @@ class _Checker:
             if key in table:
                 values[key] = self.number(table, path, key, getattr(base, key), low, high,
                                           integer)
-        if "queue" in table:
-            queue = table["queue"]
-            if isinstance(queue, str):
-                try:
-                    values["queue"] = parse_size(queue, defaults.QUEUE_MAX)
-                except ValueError as exc:
-                    self.problem(path + ("queue",), str(exc))
-            elif isinstance(queue, int) and not isinstance(queue, bool):
-                why = check_number(queue, 0, defaults.QUEUE_MAX, integer=True)
-                if why is None:
-                    values["queue"] = queue
-                else:
-                    self.problem(path + ("queue",), f"{why} bytes")
-            else:
-                self.problem(path + ("queue",), "must be a size in bytes (65536, \"4M\"), "
-                                                f"not {_type_name(queue)}")
+        for key, maximum in (("queue", defaults.QUEUE_MAX),
+                             ("queue_total", defaults.QUEUE_TOTAL_MAX)):
+            if key in table:
+                size = self.size(table[key], path + (key,), maximum)
+                if size is not None:
+                    values[key] = size
         if "bind" in table:
             bind = table["bind"]
             try:

@@ -32,6 +32,7 @@ import time
 from typing import ClassVar
 
 from . import defaults
+from ._core import QueueBudget
 from .backoff import Backoff
 from .config import Config, DaemonSettings, LinkSpec, load_config
 from .control import ControlServer
@@ -129,6 +130,8 @@ class LinkRunner:
         self.error: str | None = None
         self.restarts = 0
         self.relay: Relay | None = None
+        # One backlog budget for the link, whichever of its runs holds the bytes.
+        self.budget = QueueBudget(spec.options.queue_total)
         self._earlier = [EndpointStats(label, label) for label in spec.endpoints]
         self._task: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
@@ -144,7 +147,8 @@ class LinkRunner:
     def _new_relay(self) -> Relay:
         spec = self.spec
         return Relay(spec.targets, spec.options.relay_options(self.verbosity),
-                     point_to_point=spec.point_to_point, name=spec.name, labels=spec.endpoints)
+                     point_to_point=spec.point_to_point, name=spec.name, labels=spec.endpoints,
+                     budget=self.budget)
 
     async def _supervise(self) -> None:
         """Start the relay, wait for it to end, start it again; for as long as the link lives.
@@ -245,8 +249,11 @@ class LinkRunner:
                    else [EndpointStats(e.label, e.name) for e in self._earlier])
         for now, earlier in zip(current, self._earlier):
             now.absorb(earlier)
+        budget = self.budget
         return LinkStats(self.spec.name, self.spec.kind, self.state, self.restarts,
-                         self.error, current)
+                         self.error, current,
+                         {"limit": budget.limit, "used": budget.used, "peak": budget.peak,
+                          "refused_frames": budget.refused})
 
 
 # -- the process -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ MAX_CLIENTS_TOTAL = 4096
 # value outside them (or inf, nan) is refused with one line. Seconds are bounded so that
 # a timer can always be set; zero is refused where it would mean a busy loop.
 QUEUE_MAX = 1 << 30                   # backlog bytes per port
+QUEUE_TOTAL_MAX = 64 << 30            # backlog bytes of all ports of a link or hub
 DELAY_RANGE = (0.001, 3600.0)         # reconnect_initial, reconnect_max
 FACTOR_RANGE = (1.0, 10.0)            # reconnect_factor
 JITTER_RANGE = (0.0, 1.0)             # reconnect_jitter (a share of the delay)

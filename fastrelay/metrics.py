@@ -65,6 +65,20 @@ _ENDPOINT_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
 )
 
 
+# Per link: its backlog budget (config queue_total). name, type, help, LinkStats.budget key.
+_BUDGET_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("fastrelay_queue_budget_bytes", "gauge",
+     "Bytes all backlogs of the link or hub may hold together (queue_total).", "limit"),
+    ("fastrelay_queue_budget_used_bytes", "gauge",
+     "Bytes the link's backlogs hold now.", "used"),
+    ("fastrelay_queue_budget_peak_bytes", "gauge",
+     "Most bytes the link's backlogs held at once.", "peak"),
+    ("fastrelay_queue_budget_refused_frames_total", "counter",
+     "Frames dropped because the link's backlogs together were full (also in queue_full).",
+     "refused_frames"),
+)
+
+
 def _escape(value: str) -> str:
     """A label value as the text format wants it: backslash, quote and newline escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -99,6 +113,10 @@ def render_prometheus(links: Iterable[LinkStats]) -> str:
         sample("fastrelay_link_restarts_total", "counter",
                "Times the link or hub was started again after failing or ending.",
                base, link.restarts)
+    for name, kind, text, key in _BUDGET_METRICS:
+        for link in links:
+            if link.budget is not None:
+                sample(name, kind, text, {"link": link.name}, link.budget[key])
     for link in links:
         if link.unforwarded is not None:
             sample("fastrelay_link_unforwarded_frames_total", "counter",

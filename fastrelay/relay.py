@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from . import defaults
-from ._core import FRAME_MAX_LEN, QUEUE_DEFAULT_BYTES, Hub, Port
+from ._core import (FRAME_MAX_LEN, QUEUE_BUDGET_DEFAULT_BYTES, QUEUE_DEFAULT_BYTES, Hub, Port,
+                    QueueBudget)
 from .endpoints import Endpoint, make_endpoint
 from .errors import StartError
 from .ratelimit import RateLimitedLog
@@ -34,7 +35,8 @@ class RelayOptions:
 
     verbosity: int = 0
     reconnect: bool = False
-    queue_bytes: int = QUEUE_DEFAULT_BYTES
+    queue_bytes: int = QUEUE_DEFAULT_BYTES           # backlog bound of each port
+    queue_total: int = QUEUE_BUDGET_DEFAULT_BYTES    # of all the relay's backlogs together
     max_frame: int = FRAME_MAX_LEN
     bind: str | None = None          # local address for UDP targets and `-l PORT`
     connect_timeout: float = defaults.CONNECT_TIMEOUT
@@ -70,11 +72,14 @@ class Relay:
 
     def __init__(self, targets: Sequence[Target], options: RelayOptions, *,
                  point_to_point: bool, name: str = "",
-                 labels: Sequence[str] | None = None) -> None:
+                 labels: Sequence[str] | None = None, budget: QueueBudget | None = None) -> None:
         self.options = options
         self.point_to_point = point_to_point
         self.name = name
-        self.hub = Hub(on_close=self._port_closed)
+        # What every backlog of the relay may hold together (the daemon hands in one per
+        # link, kept across the link's restarts); options.queue_total when not given.
+        self.budget = budget if budget is not None else QueueBudget(options.queue_total)
+        self.hub = Hub(on_close=self._port_closed, budget=self.budget)
         self.endpoints: list[Endpoint] = [make_endpoint(t, self) for t in targets]
         self.labels = list(labels) if labels is not None else [str(t) for t in targets]
         self._owners: dict[Port, Endpoint] = {}

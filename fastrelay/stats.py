@@ -79,6 +79,7 @@ class LinkStats:
     restarts: int                # times its relay was started again after failing or ending
     error: str | None            # why it last failed, if it did
     endpoints: list[EndpointStats]
+    budget: dict[str, int] | None = None  # its QueueBudget: limit, used, peak, refused_frames
 
     @property
     def unforwarded(self) -> int | None:
@@ -99,7 +100,7 @@ class LinkStats:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "state": self.state,
                 "restarts": self.restarts, "error": self.error,
-                "unforwarded_frames": self.unforwarded,
+                "unforwarded_frames": self.unforwarded, "queue_budget": self.budget,
                 "endpoints": [e.as_dict() for e in self.endpoints]}
 
 
