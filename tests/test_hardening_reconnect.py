@@ -247,3 +247,69 @@ def test_daemon_link_start_failing_in_any_way_is_retried(monkeypatch, log_lines)
     text = "\n".join(log_lines.lines)
     assert "Traceback" not in text, text
     assert sum("starting the link again" in line for line in log_lines.lines) == 2, text
+
+
+# -- acceptance: a peer killed and restarted, the link back within a second -----------------
+
+_PEER = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(4)
+print("listening", time.monotonic(), flush=True)
+c, _ = s.accept()
+print("accepted", time.monotonic(), flush=True)
+while c.recv(65536):
+    pass
+"""
+
+
+class _PeerProcess:
+    """A qemu `socket,listen=` stand-in in a process of its own: says when it listens and
+    when the relay connected (CLOCK_MONOTONIC, the same in every process)."""
+
+    def __init__(self, port: int) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-c", _PEER, str(port)],
+                                     stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+
+    def event(self, name: str, timeout: float) -> float:
+        import select
+
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert ready, f"no '{name}' from the peer within {timeout}s"
+        word, stamp = self.proc.stdout.readline().split()
+        assert word == name
+        return float(stamp)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.mark.slow
+def test_link_is_back_within_a_second_of_its_peer_with_default_settings(daemon_process) -> None:  # type: ignore[no-untyped-def]
+    port, udp = free_port(), free_port(kind=socket.SOCK_DGRAM)
+    peer = _PeerProcess(port)
+    try:
+        peer.event("listening", 10)
+        # Nothing but the endpoints: the reconnect defaults are under test.
+        daemon_process(f'[link.l]\nendpoints = ["{LOOP4}:{port}", '
+                       f'"{udp}:{LOOP4}:{free_port(kind=socket.SOCK_DGRAM)}"]\n')
+        peer.event("accepted", 10)
+        delays = []
+        for outage in (0.5, 1.0, 2.0, 3.0, 5.0):
+            time.sleep(1.0)                       # the link is up a while
+            peer.kill()
+            time.sleep(outage)
+            peer = _PeerProcess(port)
+            back = peer.event("listening", 10)
+            delays.append(peer.event("accepted", 10) - back)
+    finally:
+        peer.kill()
+    assert max(delays) <= 1.0, [f"{d:.2f}" for d in delays]
