@@ -81,3 +81,55 @@ def test_max_clients_total_counts_every_listener_of_the_relay(inprocess_relay) -
     assert [s.refused for s in stats] == [1, 1]
     assert [s.connected for s in stats] == [4, 2]
     assert len(kept) == 6
+
+
+def test_listener_survives_a_client_it_cannot_take(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Any failure while taking a client is one line and a short pause, never a dead or
+    spinning listener (an exception in a reader callback used to leave it readable)."""
+    import asyncio
+    import logging
+
+    from fastrelay.endpoints import stream
+    from fastrelay.relay import Relay, RelayOptions
+    from fastrelay.targets import parse_target
+
+    port = free_port()
+    real_port = stream.StreamPort
+    faults = [MemoryError(), OSError(24, "Too many open files")]
+
+    def failing_port(*args: object, **kwargs: object) -> object:
+        if faults:
+            raise faults.pop(0)
+        return real_port(*args, **kwargs)
+    monkeypatch.setattr(stream, "StreamPort", failing_port)
+    relay = Relay([parse_target(f"listen:{LOOP4}:{port}")], RelayOptions(),
+                  point_to_point=False)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        await relay.start()
+        try:
+            socks = []
+            for _ in range(3):
+                sock = track(socket.socket())
+                sock.setblocking(False)
+                await loop.sock_connect(sock, (LOOP4, port))
+                socks.append(sock)
+            for _ in range(300):
+                if relay.endpoints[0].clients == 1:
+                    break
+                await asyncio.sleep(0.01)
+            return relay.endpoints[0].clients  # type: ignore[attr-defined, no-any-return]
+        finally:
+            relay.close()
+
+    with caplog.at_level(logging.INFO, logger="fastrelay"):
+        assert asyncio.run(main()) == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert not faults
+    # One line per failure (each its own episode: the listener accepted in between) ...
+    taken = [line for line in lines if "cannot take a client" in line]
+    assert len(taken) == 2 and "MemoryError" in taken[0] and "Too many" in taken[1], lines
+    # ... and one when it accepts again.
+    assert any("accepting again" in line for line in lines), lines
+    assert not any(r.exc_info for r in caplog.records)

@@ -175,14 +175,18 @@ class StreamClientEndpoint(Endpoint):
             self._retry.cancel()
 
 
-def _failure_text(endpoint: Endpoint, exc: BaseException) -> str:
-    """One line for a failed connect or accept: a StartError's own text, else what raised."""
+def _exception_text(exc: BaseException) -> str:
+    """An exception in a few words: a StartError's or OSError's reason, else its type."""
     if isinstance(exc, StartError):
         return str(exc)
     if isinstance(exc, OSError):
-        return f"{endpoint}: {_oserror_text(exc)}"
-    return f"{endpoint}: {type(exc).__name__}: {exc}" if str(exc) else \
-        f"{endpoint}: {type(exc).__name__}"
+        return _oserror_text(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _failure_text(endpoint: Endpoint, exc: BaseException) -> str:
+    """One line for a failed connect: a StartError's own text, else the endpoint and why."""
+    return str(exc) if isinstance(exc, StartError) else f"{endpoint}: {_exception_text(exc)}"
 
 
 class StreamListenerEndpoint(Endpoint):
@@ -306,7 +310,7 @@ class StreamListenerEndpoint(Endpoint):
             try:
                 self._take(conn, addr)
             except Exception as exc:  # noqa: BLE001 (any failure: say so, pause, retry)
-                self._cannot_accept(f"cannot take a client: {_failure_text(self, exc)}")
+                self._cannot_accept(f"cannot take a client: {_exception_text(exc)}")
                 return
 
     def _over_limit(self) -> str | None:
