@@ -199,7 +199,8 @@ class StreamListenerEndpoint(Endpoint):
     in the kernel's backlog), like qemu's own `listen=`.
 
     When accept() fails for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
-    ENOMEM), the listener stops watching its socket, which stays readable and would
+    ENOMEM; any error that is not one client's), or an accepted client cannot be made a
+    port, the listener stops watching its socket, which stays readable and would
     otherwise wake the loop for ever, and tries again after a back-off of ACCEPT_RETRY_*
     seconds: one line when it pauses, one when it accepts again.
     """
@@ -215,7 +216,7 @@ class StreamListenerEndpoint(Endpoint):
         self._retry_backoff = Backoff(initial=defaults.ACCEPT_RETRY_INITIAL,
                                       maximum=defaults.ACCEPT_RETRY_MAX)
         self._retry: asyncio.TimerHandle | None = None
-        self._short_since: float | None = None  # when accepting last failed for want of ...
+        self._short_since: float | None = None  # since when accepting fails (a shortage)
         self._file: SocketFile | None = None    # the unix socket file we bound
 
     def __str__(self) -> str:
