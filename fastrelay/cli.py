@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from . import __version__, defaults
-from .config import load_config, parse_size
+from ._core import FRAME_MAX_LEN, FRAME_MIN_LEN
+from .config import check_number, load_config, parse_size
 from .control import query
 from .daemon import run_daemon, setup_daemon_logging
 from .errors import ConfigError, RelayError
@@ -50,25 +52,41 @@ examples:
 """
 
 
-def _size(text: str) -> int:
+def _size(text: str, maximum: int = defaults.QUEUE_MAX) -> int:
     try:
-        return parse_size(text)
+        return parse_size(text, maximum)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
+def _total_size(text: str) -> int:
+    return _size(text, defaults.QUEUE_TOTAL_MAX)
+
+
+def _number(low: float, high: float, integer: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number (an integer if integer) within low..high, inf/nan refused."""
+    def convert(text: str) -> float:
+        try:
+            value: float = int(text) if integer else float(text)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        why = check_number(value, low, high, integer=integer)
+        if why is not None:
+            raise argparse.ArgumentTypeError(why)
+        return value
+    return convert
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage text is for --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fastrelay: {message} (see fastrelay --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastrelay", usage=USAGE, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Relay qemu VM Ethernet traffic between VMs, relays and bridges "
@@ -82,15 +100,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="client targets reconnect with backoff instead of ending; "
                              "point-to-point listeners accept the next client")
     parser.add_argument("--queue", type=_size, default=None, metavar="BYTES",
-                        help="backlog bound per port (default 4M); whole frames past it drop")
-    parser.add_argument("--max-frame", type=int, default=None, metavar="N",
+                        help="backlog bound per port (default 4M, at most 1G); whole frames "
+                             "past it drop")
+    parser.add_argument("--queue-total", type=_total_size, default=None, metavar="BYTES",
+                        help="backlog bound of all ports together (default 64M)")
+    parser.add_argument("--max-frame", type=_number(FRAME_MIN_LEN, FRAME_MAX_LEN, True),
+                        default=None, metavar="N",
                         help="longest frame accepted (default 69632, qemu's limit)")
+    parser.add_argument("--max-clients", type=_number(*defaults.CLIENTS_RANGE, True),
+                        default=None, metavar="N",
+                        help=f"clients one listener serves at once (default "
+                             f"{defaults.MAX_CLIENTS}); the next is accepted and closed")
+    parser.add_argument("--max-clients-total", type=_number(*defaults.CLIENTS_RANGE, True),
+                        default=None, metavar="N",
+                        help=f"clients of all listeners together (default "
+                             f"{defaults.MAX_CLIENTS_TOTAL})")
     parser.add_argument("--bind", metavar="ADDR",
                         help="local address for UDP targets and -l PORT (default: every address)")
-    parser.add_argument("--reconnect-initial", type=_seconds, metavar="SECONDS",
+    parser.add_argument("--reconnect-initial", type=_number(*defaults.DELAY_RANGE),
+                        metavar="SECONDS",
                         help="first reconnect delay (default %s); doubles after each failure"
                              % defaults.RECONNECT_INITIAL)
-    parser.add_argument("--reconnect-max", type=_seconds, metavar="SECONDS",
+    parser.add_argument("--reconnect-max", type=_number(*defaults.DELAY_RANGE),
+                        metavar="SECONDS",
                         help="longest reconnect delay, jitter included (default %s)"
                              % defaults.RECONNECT_MAX)
     parser.add_argument("--config", metavar="FILE",
@@ -117,8 +149,8 @@ def _setup_logging(verbosity: int) -> None:
 
 
 # Options that set link behaviour: the daemon takes them from its config file instead.
-_LINK_OPTIONS = ("listen", "reconnect", "queue", "max_frame", "bind", "reconnect_initial",
-                 "reconnect_max")
+_LINK_OPTIONS = ("listen", "reconnect", "queue", "queue_total", "max_frame",
+                 "max_clients", "max_clients_total", "bind", "reconnect_initial", "reconnect_max")
 
 
 def _link_options_given(args: argparse.Namespace) -> list[str]:
@@ -193,10 +225,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = RelayOptions(verbosity=args.verbosity, reconnect=args.reconnect, bind=args.bind)
     if args.queue is not None:
         options.queue_bytes = args.queue
+    if args.queue_total is not None:
+        options.queue_total = args.queue_total
     if args.max_frame is not None:
-        if not 14 <= args.max_frame <= 69632:
-            parser.error("--max-frame must be within 14..69632")
         options.max_frame = args.max_frame
+    if args.max_clients is not None:
+        options.max_clients = args.max_clients
+    if args.max_clients_total is not None:
+        options.max_clients_total = args.max_clients_total
     if args.reconnect_initial is not None:
         options.backoff["initial"] = args.reconnect_initial
     if args.reconnect_max is not None:
@@ -205,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                   args.reconnect_max))
     if options.backoff.get("maximum", defaults.RECONNECT_MAX) < options.backoff.get(
             "initial", defaults.RECONNECT_INITIAL):
-        parser.error("--reconnect-max must be >= --reconnect-initial")
+        parser.error("argument --reconnect-max: must be >= --reconnect-initial")
     try:
         targets: list[Target] = [parse_target(t) for t in args.targets]
         if args.listen is not None:

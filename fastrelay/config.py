@@ -19,7 +19,8 @@ The format (README "Daemon" has a full example)::
 
 Endpoints use the command line's target syntax (targets.py), except `-` (stdio). Options
 (in [defaults] or a link/hub): reconnect, reconnect_initial, reconnect_max,
-reconnect_factor, reconnect_jitter, connect_timeout, queue, max_frame, bind.
+reconnect_factor, reconnect_jitter, connect_timeout, queue, max_frame, max_clients,
+max_clients_total, bind. Every number has a range (defaults.py); inf and nan are refused.
 
 tomllib reports syntax errors with a line but knows nothing of keys once parsed, so the
 line of each key is found here by scanning the text (`KeyLines`); a problem is reported
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
+import math
 import re
 import tomllib
 from collections.abc import Iterator
@@ -37,31 +40,61 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import defaults
-from ._core import FRAME_MAX_LEN, FRAME_MIN_LEN, QUEUE_DEFAULT_BYTES
+from ._core import FRAME_MAX_LEN, FRAME_MIN_LEN, QUEUE_BUDGET_DEFAULT_BYTES, QUEUE_DEFAULT_BYTES
 from .errors import ConfigError, ConfigProblem, TargetError
 from .relay import RelayOptions
 from .targets import (BridgeTarget, StdioTarget, TapTarget, Target, TCPListenTarget,
                       UDPTarget, UnixDgramTarget, UnixListenTarget, parse_listen,
                       parse_target)
 
-__all__ = ["Config", "DaemonSettings", "KeyLines", "LinkOptions", "LinkSpec", "load_config",
-           "parse_config", "parse_hostport", "parse_size"]
+__all__ = ["Config", "DaemonSettings", "KeyLines", "LinkOptions", "LinkSpec", "check_number",
+           "load_config", "parse_config", "parse_hostport", "parse_size"]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 
-def parse_size(text: str) -> int:
-    """'4M', '512k', '65536', '1.5MiB' -> bytes; ValueError if not a size >= 0."""
+def parse_size(text: str, maximum: int | None = None) -> int:
+    """'4M', '512k', '65536', '1.5MiB' -> bytes; ValueError if not a size in 0..maximum."""
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
     scale = units.get(t[-1:], 1)
+    number = t[:-1] if t[-1:] in units else t
     try:
-        value = int(float(t[:-1] if t[-1:] in units else t) * scale)
+        # int() first: a long integer stays exact; float() for "1.5M" (and "inf", "nan").
+        value: float = int(number) if number.isdigit() else float(number)
     except ValueError:
         raise ValueError(f"not a size: {text!r} (e.g. 4M, 512k, 65536)") from None
+    if not math.isfinite(value):
+        raise ValueError(f"not a size: {text!r} (e.g. 4M, 512k, 65536)")
     if value < 0:
         raise ValueError("a size must be >= 0")
-    return value
+    size = int(value * scale)
+    if maximum is not None and size > maximum:
+        raise ValueError(f"{text!r} is too large (at most {_show_size(maximum)})")
+    return size
+
+
+def _show_size(n: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("k", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
+def check_number(value: object, low: float, high: float, *, integer: bool = False) -> str | None:
+    """None when value is a finite number within low..high (an integer if integer is set);
+    otherwise why not, as the end of an error line."""
+    span = f"{low:g}..{high:g}"
+    if integer:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer within {span}"
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number within {span}"
+    if not (math.isfinite(value) and low <= value <= high):
+        shown = f"{value:.6g}" if isinstance(value, float) else (
+            str(value) if abs(value) < 10**12 else f"{value:.3g}")
+        return f"{shown} is out of range ({span})"
+    return None
 
 
 def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -81,16 +114,21 @@ class LinkOptions:
     reconnect_max: float = defaults.RECONNECT_MAX
     reconnect_factor: float = defaults.RECONNECT_FACTOR
     reconnect_jitter: float = defaults.RECONNECT_JITTER
-    connect_timeout: float = 5.0
+    connect_timeout: float = defaults.CONNECT_TIMEOUT
     queue: int = QUEUE_DEFAULT_BYTES
+    queue_total: int = QUEUE_BUDGET_DEFAULT_BYTES
     max_frame: int = FRAME_MAX_LEN
+    max_clients: int = defaults.MAX_CLIENTS
+    max_clients_total: int = defaults.MAX_CLIENTS_TOTAL
     bind: str | None = None
 
     def relay_options(self, verbosity: int = 0) -> RelayOptions:
         """The RelayOptions a link with these options runs with."""
         return RelayOptions(
             verbosity=verbosity, reconnect=self.reconnect, queue_bytes=self.queue,
+            queue_total=self.queue_total,
             max_frame=self.max_frame, bind=self.bind, connect_timeout=self.connect_timeout,
+            max_clients=self.max_clients, max_clients_total=self.max_clients_total,
             backoff={"initial": self.reconnect_initial, "maximum": self.reconnect_max,
                      "factor": self.reconnect_factor, "jitter": self.reconnect_jitter})
 
@@ -211,7 +249,19 @@ class KeyLines:
 # -- validation ------------------------------------------------------------------------------
 
 _OPTION_KEYS = ("reconnect", "reconnect_initial", "reconnect_max", "reconnect_factor",
-                "reconnect_jitter", "connect_timeout", "queue", "max_frame", "bind")
+                "reconnect_jitter", "connect_timeout", "queue", "queue_total", "max_frame",
+                "max_clients", "max_clients_total", "bind")
+# The numeric options: (low, high, integer).
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "reconnect_initial": (*defaults.DELAY_RANGE, False),
+    "reconnect_max": (*defaults.DELAY_RANGE, False),
+    "reconnect_factor": (*defaults.FACTOR_RANGE, False),
+    "reconnect_jitter": (*defaults.JITTER_RANGE, False),
+    "connect_timeout": (*defaults.CONNECT_TIMEOUT_RANGE, False),
+    "max_frame": (FRAME_MIN_LEN, FRAME_MAX_LEN, True),
+    "max_clients": (*defaults.CLIENTS_RANGE, True),
+    "max_clients_total": (*defaults.CLIENTS_RANGE, True),
+}
 _DAEMON_KEYS = ("metrics", "control", "stop_timeout")
 
 
@@ -221,7 +271,8 @@ def _show_key(path: tuple[str | int, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            text = part if re.fullmatch(_BARE, part) else '"' + part.replace('"', '\\"') + '"'
+            # A quoted key is shown escaped (json's rules are TOML's), so it stays one line.
+            text = part if re.fullmatch(_BARE, part) else json.dumps(part)
             out += ("." if out else "") + text
     return out
 
@@ -256,16 +307,34 @@ class _Checker:
                 self.problem(path + (key,), f"unknown key ({hint})")
 
     def number(self, table: dict[str, Any], path: tuple[str, ...], key: str, default: float,
-               low: float, high: float | None = None, low_open: bool = False) -> float:
+               low: float, high: float, integer: bool = False) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.problem(path + (key,), f"must be a number, not {_type_name(value)}")
+            kind = "an integer" if integer else "a number"
+            self.problem(path + (key,), f"must be {kind}, not {_type_name(value)}")
             return default
-        if value < low or (low_open and value == low) or (high is not None and value > high):
-            span = (f"> {low}" if low_open else f">= {low}") if high is None else f"{low}..{high}"
-            self.problem(path + (key,), f"{value} is out of range ({span})")
+        why = check_number(value, low, high, integer=integer)
+        if why is not None:
+            self.problem(path + (key,), why)
             return default
-        return float(value)
+        return value if integer else float(value)
+
+    def size(self, value: object, path: tuple[str, ...], maximum: int) -> int | None:
+        """A size in bytes (an integer or a string such as "4M") within 0..maximum."""
+        if isinstance(value, str):
+            try:
+                return parse_size(value, maximum)
+            except ValueError as exc:
+                self.problem(path, str(exc))
+                return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            why = check_number(value, 0, maximum, integer=True)
+            if why is None:
+                return value
+            self.problem(path, f"{why} bytes")
+            return None
+        self.problem(path, f"must be a size in bytes (65536, \"4M\"), not {_type_name(value)}")
+        return None
 
     def options(self, table: dict[str, Any], path: tuple[str, ...],
                 base: LinkOptions) -> LinkOptions:
@@ -277,33 +346,16 @@ class _Checker:
             else:
                 self.problem(path + ("reconnect",), "must be true or false, not "
                                                     f"{_type_name(table['reconnect'])}")
-        for key, low, high, low_open in (("reconnect_initial", 0.0, None, True),
-                                         ("reconnect_max", 0.0, None, True),
-                                         ("reconnect_factor", 1.0, None, False),
-                                         ("reconnect_jitter", 0.0, 1.0, False),
-                                         ("connect_timeout", 0.0, None, True)):
+        for key, (low, high, integer) in _RANGES.items():
             if key in table:
                 values[key] = self.number(table, path, key, getattr(base, key), low, high,
-                                          low_open)
-        if "queue" in table:
-            queue = table["queue"]
-            if isinstance(queue, str):
-                try:
-                    values["queue"] = parse_size(queue)
-                except ValueError as exc:
-                    self.problem(path + ("queue",), str(exc))
-            elif isinstance(queue, int) and not isinstance(queue, bool) and queue >= 0:
-                values["queue"] = queue
-            else:
-                self.problem(path + ("queue",), "must be a size in bytes (65536, \"4M\")")
-        if "max_frame" in table:
-            mf = table["max_frame"]
-            if (isinstance(mf, bool) or not isinstance(mf, int)
-                    or not FRAME_MIN_LEN <= mf <= FRAME_MAX_LEN):
-                self.problem(path + ("max_frame",), f"must be an integer within "
-                                                    f"{FRAME_MIN_LEN}..{FRAME_MAX_LEN}")
-            else:
-                values["max_frame"] = mf
+                                          integer)
+        for key, maximum in (("queue", defaults.QUEUE_MAX),
+                             ("queue_total", defaults.QUEUE_TOTAL_MAX)):
+            if key in table:
+                size = self.size(table[key], path + (key,), maximum)
+                if size is not None:
+                    values[key] = size
         if "bind" in table:
             bind = table["bind"]
             try:
@@ -422,6 +474,10 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     """Validate a config text; ConfigError with every problem found."""
     try:
         doc = tomllib.loads(text)
+    except RecursionError:
+        # tomllib recurses once per level of nested arrays or inline tables.
+        raise ConfigError(path, [ConfigProblem(None, "", "TOML syntax: arrays or tables "
+                                                         "nested too deeply")]) from None
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
@@ -452,7 +508,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
             check.problem(("daemon", "control"), "must be a socket path as a string")
             control = None
         stop = check.number(dtable, ("daemon",), "stop_timeout", defaults.STOP_FLUSH_TIMEOUT,
-                            0.0, 60.0)
+                            *defaults.STOP_TIMEOUT_RANGE)
         daemon = DaemonSettings(metrics=metrics, control=control, stop_timeout=stop)
 
     base = LinkOptions()
@@ -474,6 +530,10 @@ def parse_config(text: str, path: str = "<config>") -> Config:
                 keys[name] = (("listen",) if kind == "hub" and "listen" in table else ()) + \
                     ("endpoints",) * len(spec.endpoints)
 
+    if not any(isinstance(doc.get(kind), dict) and doc[kind] for kind in ("link", "hub")):
+        # A daemon with nothing to run is a mistake (a file emptied by accident, a typo).
+        check.problems.append(ConfigProblem(None, "", "no [link.NAME] or [hub.NAME] defined: "
+                                                      "nothing to run"))
     seen: list[tuple[str, str, str, Any]] = []
     for spec in links.values():
         for (written, kind, key), where in zip(_claims(spec), keys[spec.name]):

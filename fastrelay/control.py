@@ -8,16 +8,18 @@ The socket is made mode 0660: whoever may read it may see the counters, nothing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
-import stat
 from collections.abc import Callable
 
 from . import defaults
+from .endpoints.base import SocketFile, remove_stale_socket
 from .errors import RelayError, StartError
 from .metrics import render_prometheus, stats_document
+from .service import OneShotServer, RequestTooLong, read_until
 from .stats import LinkStats
 
 log = logging.getLogger("fastrelay")
@@ -28,62 +30,77 @@ _COMMANDS = ("stats", "metrics")
 
 
 class ControlServer:
-    """Serves the control socket at path from snapshot() (the daemon's links)."""
+    """Serves the control socket at path from snapshot() (the daemon's links).
+
+    A OneShotServer, so `fastrelay stats` still gets an answer when the daemon is out
+    of descriptors. A command line longer than CONTROL_LINE_MAX is answered with an error.
+    """
 
     def __init__(self, path: str, snapshot: Callable[[], list[LinkStats]],
                  uptime: Callable[[], float]) -> None:
         self.path = path
         self.snapshot = snapshot
         self.uptime = uptime
-        self.server: asyncio.AbstractServer | None = None
+        self.server: OneShotServer | None = None
+        self._file: SocketFile | None = None
 
     async def start(self) -> None:
+        what = f"control socket {self.path}"
         try:
-            if stat.S_ISSOCK(os.stat(self.path).st_mode):
-                os.unlink(self.path)  # left by a run that did not stop cleanly
-        except FileNotFoundError:
-            pass
+            remove_stale_socket(self.path)  # left by a run that did not stop cleanly
         except OSError as exc:
-            raise StartError(f"control socket {self.path}", exc.strerror or str(exc)) from None
+            raise StartError(what, exc.strerror or str(exc)) from None
+        sock = None
+        bound = False
         try:
-            self.server = await asyncio.start_unix_server(self._serve, self.path)
-            os.chmod(self.path, 0o660)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(self.path)
+            bound = True
+            os.chmod(self.path, 0o660)  # before listen(): nobody else connects meanwhile
+            self._file = SocketFile(self.path)
+            sock.listen(defaults.LISTEN_BACKLOG)
+            sock.setblocking(False)
         except OSError as exc:
-            raise StartError(f"control socket {self.path}",
-                             f"cannot listen: {exc.strerror or exc}") from None
+            if sock is not None:
+                sock.close()
+            if bound:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)  # ours: we bound it a moment ago
+            self._file = None
+            raise StartError(what, f"cannot listen: {exc.strerror or exc}") from None
+        self.server = OneShotServer([sock], self._serve, what)
+        self.server.start()
         log.info("control socket %s", self.path)
 
     async def close(self) -> None:
         if self.server is None:
             return
-        self.server.close()
-        await self.server.wait_closed()
+        await self.server.close()
         self.server = None
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("control socket %s: cannot remove: %s", self.path, exc.strerror or exc)
+        if self._file is not None:
+            self._file.remove()  # only if it is still ours
+            self._file = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, conn: socket.socket) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), defaults.REQUEST_TIMEOUT)
-            command = line.decode("utf-8", "replace").strip()
-            if command == "stats":
-                answer = json.dumps(stats_document(self.snapshot(), self.uptime()),
-                                    indent=1) + "\n"
-            elif command == "metrics":
-                answer = render_prometheus(self.snapshot())
-            else:
-                answer = json.dumps({"error": f"unknown command {command!r}; "
-                                              f"known: {', '.join(_COMMANDS)}"}) + "\n"
-            writer.write(answer.encode())
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass  # a client that said nothing or left: nothing to answer
-        finally:
-            writer.close()
+            line = await read_until(conn, (b"\n",), defaults.CONTROL_LINE_MAX)
+        except RequestTooLong:
+            answer = json.dumps({"error": f"command longer than "
+                                          f"{defaults.CONTROL_LINE_MAX} bytes"}) + "\n"
+        else:
+            if line is None:
+                return  # the client left without a whole line
+            answer = self._answer(line.decode("utf-8", "replace").strip())
+        await asyncio.get_running_loop().sock_sendall(conn, answer.encode())
+
+    def _answer(self, command: str) -> str:
+        if command == "stats":
+            return json.dumps(stats_document(self.snapshot(), self.uptime()), indent=1) + "\n"
+        if command == "metrics":
+            return render_prometheus(self.snapshot())
+        shown = command if len(command) <= 40 else command[:40] + "..."
+        return json.dumps({"error": f"unknown command {shown!r}; "
+                                    f"known: {', '.join(_COMMANDS)}"}) + "\n"
 
 
 def query(path: str, command: str = "stats", timeout: float = defaults.REQUEST_TIMEOUT) -> str:

@@ -32,6 +32,7 @@ import time
 from typing import ClassVar
 
 from . import defaults
+from ._core import QueueBudget
 from .backoff import Backoff
 from .config import Config, DaemonSettings, LinkSpec, load_config
 from .control import ControlServer
@@ -129,6 +130,8 @@ class LinkRunner:
         self.error: str | None = None
         self.restarts = 0
         self.relay: Relay | None = None
+        # One backlog budget for the link, whichever of its runs holds the bytes.
+        self.budget = QueueBudget(spec.options.queue_total)
         self._earlier = [EndpointStats(label, label) for label in spec.endpoints]
         self._task: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
@@ -144,9 +147,16 @@ class LinkRunner:
     def _new_relay(self) -> Relay:
         spec = self.spec
         return Relay(spec.targets, spec.options.relay_options(self.verbosity),
-                     point_to_point=spec.point_to_point, name=spec.name, labels=spec.endpoints)
+                     point_to_point=spec.point_to_point, name=spec.name, labels=spec.endpoints,
+                     budget=self.budget)
 
     async def _supervise(self) -> None:
+        """Start the relay, wait for it to end, start it again; for as long as the link lives.
+
+        Anything that goes wrong, a StartError or any other exception (out of descriptors,
+        a bug), is one log line and a restart with back-off: a link never stays down in
+        silence. Only a target this build cannot serve (TargetError) stops it for good.
+        """
         loop = asyncio.get_running_loop()
         backoff = Backoff(initial=defaults.LINK_RESTART_INITIAL,
                           maximum=defaults.LINK_RESTART_MAX)
@@ -154,46 +164,47 @@ class LinkRunner:
             while not self._stopping:
                 began = loop.time()
                 try:
-                    relay = self.relay = self._new_relay()
-                    await relay.start()
+                    ended = await self._run_once()
                 except TargetError as exc:
                     # A target this build cannot serve: retrying cannot help.
                     self.state, self.error = "failed", str(exc)
                     log.error("%s; the link stays down until its definition changes", exc)
                     self._retire()
                     return
-                except StartError as exc:
-                    self.error = str(exc)
+                except Exception as exc:  # noqa: BLE001 (supervision: log and retry anything)
+                    self.error = str(exc) if isinstance(exc, StartError) else (
+                        f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
                     self._retire()
                     delay = backoff.next_delay()
                     self.state = "restarting"
-                    log.error("%s; starting the link again in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    self.restarts += 1
-                    continue
-                self.state, self.error = "up", None
-                log.info("up: %s %s", self.spec.kind, " + ".join(self.spec.endpoints))
-                if self.verbosity >= 1:
-                    self._reporter = loop.create_task(relay.report(self._report_line))
-                await relay.wait()
-                if self._stopping:
-                    return  # stop() drains and closes
-                self._retire()
-                if loop.time() - began >= defaults.LINK_STABLE_AFTER:
-                    backoff.reset()
-                delay = backoff.next_delay()
-                self.state = "restarting"
-                log.warning("ended; starting it again in %.1fs", delay)
+                    log.error("%s; starting the link again in %.1fs", self.error, delay)
+                else:
+                    if not ended:
+                        return  # stop() drains and closes
+                    self._retire()
+                    if loop.time() - began >= defaults.LINK_STABLE_AFTER:
+                        backoff.reset()
+                    delay = backoff.next_delay()
+                    self.state = "restarting"
+                    log.warning("ended; starting it again in %.1fs", delay)
                 await asyncio.sleep(delay)
                 self.restarts += 1
         except asyncio.CancelledError:
             self._retire()
             raise
-        except Exception as exc:
-            # A bug, not a network event: say so loudly, keep the other links running.
-            log.exception("supervisor failed")
-            self.state, self.error = "failed", f"internal error: {exc}"
-            self._retire()
+
+    async def _run_once(self) -> bool:
+        """One run of the link: start its relay and wait until it ends. True if it ended by
+        itself, False if stop() ended it."""
+        relay = self.relay = self._new_relay()
+        await relay.start()
+        self.state, self.error = "up", None
+        log.info("up: %s %s", self.spec.kind, " + ".join(self.spec.endpoints))
+        if self.verbosity >= 1:
+            self._reporter = asyncio.get_running_loop().create_task(
+                relay.report(self._report_line))
+        await relay.wait()
+        return not self._stopping
 
     @staticmethod
     def _report_line(line: str) -> None:
@@ -238,8 +249,11 @@ class LinkRunner:
                    else [EndpointStats(e.label, e.name) for e in self._earlier])
         for now, earlier in zip(current, self._earlier):
             now.absorb(earlier)
+        budget = self.budget
         return LinkStats(self.spec.name, self.spec.kind, self.state, self.restarts,
-                         self.error, current)
+                         self.error, current,
+                         {"limit": budget.limit, "used": budget.used, "peak": budget.peak,
+                          "refused_frames": budget.refused})
 
 
 # -- the process -----------------------------------------------------------------------------
@@ -309,7 +323,12 @@ class Daemon:
         task.add_done_callback(self._reloads.discard)
 
     async def reload(self) -> None:
-        """Read the config again and apply the differences (SIGHUP)."""
+        """Read the config again and apply the differences (SIGHUP).
+
+        Whatever fails in between (one log line), RELOADING=1 is followed by READY=1:
+        systemd would otherwise hold the unit in "reloading", and every later
+        `systemctl reload` would wait in vain.
+        """
         assert self._reload_lock is not None and self._stop is not None
         async with self._reload_lock:
             if self._stop.is_set():
@@ -318,15 +337,18 @@ class Daemon:
             log.info("SIGHUP: reloading %s", self.config.path)
             try:
                 new = load_config(self.config.path)
-            except ConfigError as exc:
-                for problem in exc.problems:
-                    log.error("reload refused: %s", problem.text(exc.path))
-                log.error("reload refused: still running the previous configuration")
-            else:
                 await self._apply_services(new.daemon, starting=False)
                 await self._apply_links(new)
                 self.config = new
                 log.info("reloaded: %s", self._status())
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("reload refused: %s", problem.text(exc.path))
+                log.error("reload refused: still running the previous configuration")
+            except Exception as exc:  # noqa: BLE001 (a reload must end READY whatever failed)
+                log.error("reload failed: %s: %s; running links are kept as they are",
+                          type(exc).__name__, exc)
+            # Not in a finally: a reload cancelled by a stop ends with STOPPING=1 instead.
             sd_notify(f"READY=1\nSTATUS={self._status()}")
 
     async def _apply_links(self, new: Config) -> None:

@@ -4,10 +4,43 @@
 DEFAULT_HUB_HOST = "127.0.0.1"
 DEFAULT_HUB_PORT = 5500
 # Reconnect back-off of client targets: first delay, cap (seconds), growth, jitter share.
+# A link must be back within a second of its peer's return (qemu guests restart in a few
+# seconds; lima retries every 500 ms), so the cap, jitter included, is half a second: a
+# peer that stays down gets two connection attempts a second, each a SYN answered by a
+# RST or a refused unix connect, and one log line in all (later failures log at debug).
 RECONNECT_INITIAL = 0.1
-RECONNECT_MAX = 5.0
+RECONNECT_MAX = 0.5
 RECONNECT_FACTOR = 2.0
 RECONNECT_JITTER = 0.2
+# The back-off starts over only after a connection stayed up this long (seconds): a peer
+# that accepts and closes at once is retried at growing delays, not in a storm.
+RECONNECT_STABLE_AFTER = 2.0
+# A client connection must not wait longer than this for the peer to answer (seconds).
+CONNECT_TIMEOUT = 5.0
+# Listeners: the kernel's queue of clients not accepted yet, and how many are taken per
+# wake-up (so one busy listener cannot hold the loop).
+LISTEN_BACKLOG = 64
+ACCEPTS_PER_WAKEUP = 64
+# A listener out of descriptors or memory stops watching its socket and tries again
+# after this back-off (seconds): no busy loop, and accepting again soon after it can.
+ACCEPT_RETRY_INITIAL = 0.1
+ACCEPT_RETRY_MAX = 2.0
+# Listeners: clients served at once by one listener, and by all listeners of one relay
+# (hub or link) together; the next client is accepted and closed at once (counted).
+MAX_CLIENTS = 1024
+MAX_CLIENTS_TOTAL = 4096
+
+# Ranges of the numeric options, on the command line and in the config file alike: a
+# value outside them (or inf, nan) is refused with one line. Seconds are bounded so that
+# a timer can always be set; zero is refused where it would mean a busy loop.
+QUEUE_MAX = 1 << 30                   # backlog bytes per port
+QUEUE_TOTAL_MAX = 64 << 30            # backlog bytes of all ports of a link or hub
+DELAY_RANGE = (0.001, 3600.0)         # reconnect_initial, reconnect_max
+FACTOR_RANGE = (1.0, 10.0)            # reconnect_factor
+JITTER_RANGE = (0.0, 1.0)             # reconnect_jitter (a share of the delay)
+CONNECT_TIMEOUT_RANGE = (0.01, 600.0)
+STOP_TIMEOUT_RANGE = (0.0, 60.0)
+CLIENTS_RANGE = (1, 1_000_000)        # max_clients, max_clients_total
 # Socket buffers asked for datagram ports: bursts of a VM outrun the default 208 KiB.
 DGRAM_SOCKET_BUFFER = 4 * 1024 * 1024
 # How often -v prints counters (seconds).
@@ -21,5 +54,20 @@ LINK_RESTART_MAX = 30.0
 LINK_STABLE_AFTER = 10.0
 # Daemon: where `fastrelay stats` looks for the control socket when not told otherwise.
 CONTROL_SOCKET = "/run/fastrelay/control.sock"
+# Log lines a peer can trigger at will (closes, accept errors, refused clients): at most
+# LOG_BURST per cause in LOG_INTERVAL seconds, then one line counting the rest.
+LOG_BURST = 5
+LOG_INTERVAL = 10.0
+LOG_CAUSES_MAX = 1024
 # Daemon: an HTTP request (metrics) or control command must arrive within this time.
 REQUEST_TIMEOUT = 5.0
+# Daemon: the longest HTTP request head and control command line (bytes), the clients
+# served at once, and how soon a busy or starved service listener looks again (seconds).
+HTTP_HEAD_MAX = 16 * 1024
+CONTROL_LINE_MAX = 64 * 1024
+SERVICE_CLIENTS_MAX = 32
+SERVICE_RETRY = 0.1
+# After answering, a service reads and drops what a client still sends (so that closing
+# does not reset the connection under the answer), up to this much and this long.
+SERVICE_LINGER_BYTES = 4 << 20
+SERVICE_LINGER = 1.0

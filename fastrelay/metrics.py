@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import __version__, defaults
 from .errors import StartError
+from .service import OneShotServer, RequestTooLong, read_until
 from .stats import LinkStats
 
 log = logging.getLogger("fastrelay")
@@ -53,10 +55,27 @@ _ENDPOINT_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
      "Connections of the endpoint that closed, for any reason.", "disconnects", {}),
     ("fastrelay_reconnects_total", "counter",
      "Connections made again by the reconnect loop after a loss.", "reconnects", {}),
+    ("fastrelay_refused_clients_total", "counter",
+     ("Clients a listener accepted and closed at once: over max_clients (per listener) or "
+      "max_clients_total (per link or hub)."), "refused", {}),
     ("fastrelay_peers_connected", "gauge",
      "Peers (ports) the endpoint has open now.", "connected", {}),
     ("fastrelay_queued_bytes", "gauge",
      "Bytes waiting in the endpoint's send queues now.", "queued_bytes", {}),
+)
+
+
+# Per link: its backlog budget (config queue_total). name, type, help, LinkStats.budget key.
+_BUDGET_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("fastrelay_queue_budget_bytes", "gauge",
+     "Bytes all backlogs of the link or hub may hold together (queue_total).", "limit"),
+    ("fastrelay_queue_budget_used_bytes", "gauge",
+     "Bytes the link's backlogs hold now.", "used"),
+    ("fastrelay_queue_budget_peak_bytes", "gauge",
+     "Most bytes the link's backlogs held at once.", "peak"),
+    ("fastrelay_queue_budget_refused_frames_total", "counter",
+     "Frames dropped because the link's backlogs together were full (also in queue_full).",
+     "refused_frames"),
 )
 
 
@@ -94,6 +113,10 @@ def render_prometheus(links: Iterable[LinkStats]) -> str:
         sample("fastrelay_link_restarts_total", "counter",
                "Times the link or hub was started again after failing or ending.",
                base, link.restarts)
+    for name, kind, text, key in _BUDGET_METRICS:
+        for link in links:
+            if link.budget is not None:
+                sample(name, kind, text, {"link": link.name}, link.budget[key])
     for link in links:
         if link.unforwarded is not None:
             sample("fastrelay_link_unforwarded_frames_total", "counter",
@@ -121,66 +144,76 @@ def stats_document(links: Iterable[LinkStats], uptime: float) -> dict[str, Any]:
 
 
 class MetricsServer:
-    """The optional HTTP listener: /metrics and /stats, read from snapshot() on each request."""
+    """The optional HTTP listener: /metrics and /stats, read from snapshot() on each request.
+
+    Served by a OneShotServer, so it still answers when the daemon is out of descriptors.
+    """
 
     def __init__(self, address: tuple[str, int], snapshot: Callable[[], list[LinkStats]],
                  uptime: Callable[[], float]) -> None:
         self.address = address
         self.snapshot = snapshot
         self.uptime = uptime
-        self.server: asyncio.AbstractServer | None = None
+        self.server: OneShotServer | None = None
 
     async def start(self) -> None:
         host, port = self.address
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        socks: list[socket.socket] = []
         try:
-            self.server = await asyncio.start_server(self._serve, host, port,
-                                                     reuse_address=True)
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, addr in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    # One socket per address family, as asyncio.start_server does.
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(addr)
+                sock.listen(defaults.LISTEN_BACKLOG)
+                sock.setblocking(False)
         except OSError as exc:
+            for sock in socks:
+                sock.close()
             raise StartError(f"metrics listener {host}:{port}",
                              f"cannot listen: {exc.strerror or exc}") from None
-        log.info("metrics on http://%s/metrics and /stats",
-                 f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        self.server = OneShotServer(socks, self._serve, f"metrics listener {where}")
+        self.server.start()
+        log.info("metrics on http://%s/metrics and /stats", where)
 
     async def close(self) -> None:
         if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+            await self.server.close()
             self.server = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, conn: socket.socket) -> None:
         try:
-            status, ctype, body, head = await asyncio.wait_for(self._handle(reader),
-                                                               defaults.REQUEST_TIMEOUT)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError, ValueError):
-            writer.close()  # a broken or slow client: nothing worth answering
-            return
+            head = await read_until(conn, (b"\r\n\r\n", b"\n\n"), defaults.HTTP_HEAD_MAX)
+        except RequestTooLong:
+            status, ctype, body, is_head = ("400 Bad Request", "text/plain",
+                                            "request too long\n", False)
+        else:
+            if head is None:
+                return  # the client left before its request was complete
+            status, ctype, body, is_head = self._answer(head)
         data = body.encode()
-        writer.write(f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\n"
-                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode())
-        if not head:
-            writer.write(data)
-        try:
-            await writer.drain()
-        except ConnectionError:
-            pass  # the scraper went away: its loss
-        finally:
-            writer.close()
+        answer = (f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\n"
+                  f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode()
+        await asyncio.get_running_loop().sock_sendall(conn, answer if is_head else answer + data)
 
-    async def _handle(self, reader: asyncio.StreamReader) -> tuple[str, str, str, bool]:
-        """Read one request; (status, content type, body, is HEAD)."""
-        request = (await reader.readuntil(b"\n")).decode("latin-1").split()
-        while (await reader.readuntil(b"\n")).strip():
-            pass  # headers: none matter here
+    def _answer(self, head: bytes) -> tuple[str, str, str, bool]:
+        """The answer to one request head: (status, content type, body, is HEAD)."""
+        request = head.split(b"\n", 1)[0].decode("latin-1").split()
         if len(request) < 2:
             return "400 Bad Request", "text/plain", "bad request\n", False
         method, target = request[0], request[1].split("?", 1)[0]
         if method not in ("GET", "HEAD"):
             return "405 Method Not Allowed", "text/plain", "GET or HEAD only\n", False
-        head = method == "HEAD"
+        is_head = method == "HEAD"
         if target == "/metrics":
-            return "200 OK", CONTENT_TYPE, render_prometheus(self.snapshot()), head
+            return "200 OK", CONTENT_TYPE, render_prometheus(self.snapshot()), is_head
         if target in ("/stats", "/stats.json"):
             body = json.dumps(stats_document(self.snapshot(), self.uptime()), indent=1)
-            return "200 OK", "application/json", body + "\n", head
-        return "404 Not Found", "text/plain", "try /metrics or /stats\n", head
+            return "200 OK", "application/json", body + "\n", is_head
+        return "404 Not Found", "text/plain", "try /metrics or /stats\n", is_head

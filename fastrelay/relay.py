@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from . import defaults
-from ._core import FRAME_MAX_LEN, QUEUE_DEFAULT_BYTES, Hub, Port
+from ._core import (FRAME_MAX_LEN, QUEUE_BUDGET_DEFAULT_BYTES, QUEUE_DEFAULT_BYTES, Hub, Port,
+                    QueueBudget)
 from .endpoints import Endpoint, make_endpoint
 from .errors import StartError
+from .ratelimit import RateLimitedLog
 from .stats import EndpointStats, Totals, format_totals
 from .targets import Target
 
@@ -33,10 +35,13 @@ class RelayOptions:
 
     verbosity: int = 0
     reconnect: bool = False
-    queue_bytes: int = QUEUE_DEFAULT_BYTES
+    queue_bytes: int = QUEUE_DEFAULT_BYTES           # backlog bound of each port
+    queue_total: int = QUEUE_BUDGET_DEFAULT_BYTES    # of all the relay's backlogs together
     max_frame: int = FRAME_MAX_LEN
     bind: str | None = None          # local address for UDP targets and `-l PORT`
-    connect_timeout: float = 5.0
+    connect_timeout: float = defaults.CONNECT_TIMEOUT
+    max_clients: int = defaults.MAX_CLIENTS              # per listener
+    max_clients_total: int = defaults.MAX_CLIENTS_TOTAL  # all listeners of the relay
     backoff: dict[str, float] = field(default_factory=dict)  # Backoff(**backoff)
     flush_timeout: float = defaults.STOP_FLUSH_TIMEOUT      # drain deadline when stopping
 
@@ -67,11 +72,14 @@ class Relay:
 
     def __init__(self, targets: Sequence[Target], options: RelayOptions, *,
                  point_to_point: bool, name: str = "",
-                 labels: Sequence[str] | None = None) -> None:
+                 labels: Sequence[str] | None = None, budget: QueueBudget | None = None) -> None:
         self.options = options
         self.point_to_point = point_to_point
         self.name = name
-        self.hub = Hub(on_close=self._port_closed)
+        # What every backlog of the relay may hold together (the daemon hands in one per
+        # link, kept across the link's restarts); options.queue_total when not given.
+        self.budget = budget if budget is not None else QueueBudget(options.queue_total)
+        self.hub = Hub(on_close=self._port_closed, budget=self.budget)
         self.endpoints: list[Endpoint] = [make_endpoint(t, self) for t in targets]
         self.labels = list(labels) if labels is not None else [str(t) for t in targets]
         self._owners: dict[Port, Endpoint] = {}
@@ -80,6 +88,9 @@ class Relay:
         self._watching = False
         self._closed = False
         self.retired = Totals()  # counters of ports already closed
+        self.clients = 0         # accepted clients of all listeners (max_clients_total)
+        # For the log lines a peer can trigger at will: closes, accept errors, refusals.
+        self.log_limit = RateLimitedLog(log)
 
     # -- used by endpoints ------------------------------------------------------------
 
@@ -91,7 +102,7 @@ class Relay:
             raise StartError(port.name, f"cannot watch it: {exc.strerror or exc}") from None
         self._owners[port] = endpoint
         self._tally[endpoint].connections += 1
-        log.info("%s: attached", port.name)
+        self.log_limit.log(logging.INFO, ("attached", endpoint), "%s: attached", port.name)
 
     def endpoint_ended(self, endpoint: Endpoint, reason: str) -> None:
         """An endpoint will not come back: point-to-point ends with it."""
@@ -105,12 +116,13 @@ class Relay:
         self.retired.add(port)
         # The backlog outlives the port's descriptor: what is left in it was never sent.
         lost = port.queued_bytes
-        if fault:
-            log.warning("%s: %s%s", port.name, reason,
-                        f" ({lost} queued bytes lost)" if lost else "")
-        else:
-            log.info("%s: %s", port.name, reason)
         endpoint = self._owners.pop(port, None)
+        # Peers close (and send bad frames) as often as they like: rate-limited lines.
+        if fault:
+            self.log_limit.log(logging.WARNING, ("fault", endpoint), "%s: %s%s", port.name,
+                               reason, f" ({lost} queued bytes lost)" if lost else "")
+        else:
+            self.log_limit.log(logging.INFO, ("closed", endpoint), "%s: %s", port.name, reason)
         if endpoint is not None:
             tally = self._tally[endpoint]
             tally.retired.add(port)
@@ -139,7 +151,8 @@ class Relay:
             stats = EndpointStats(label, str(endpoint), counters=totals.values,
                                   connections=tally.connections,
                                   disconnects=tally.disconnects,
-                                  reconnects=endpoint.reconnects, lost_bytes=tally.lost_bytes)
+                                  reconnects=endpoint.reconnects, refused=endpoint.refused,
+                                  lost_bytes=tally.lost_bytes)
             for port, owner in self._owners.items():
                 if owner is endpoint:
                     totals.add(port)
@@ -160,7 +173,11 @@ class Relay:
         loop.add_reader(self.hub.fileno(), self.hub.poll)
         self._watching = True
         for endpoint in self.endpoints:
-            await endpoint.start()
+            try:
+                await endpoint.start()
+            except OSError as exc:
+                # Out of descriptors or memory, say: a reason to retry, never a crash.
+                raise StartError(str(endpoint), exc.strerror or str(exc)) from None
 
     async def wait(self) -> int:
         assert self._done is not None

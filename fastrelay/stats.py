@@ -45,6 +45,7 @@ class EndpointStats:
     connections: int = 0         # ports opened so far: connects and accepts
     disconnects: int = 0         # ports closed so far, for any reason
     reconnects: int = 0          # connections made again by the reconnect loop
+    refused: int = 0             # clients accepted and closed at once: over max_clients
     lost_bytes: int = 0          # bytes still queued for a port when it closed (never sent)
     queued_bytes: int = 0        # bytes queued now
     ports: list[dict[str, Any]] = field(default_factory=list)  # open ports: name + counters
@@ -56,12 +57,14 @@ class EndpointStats:
         self.connections += earlier.connections
         self.disconnects += earlier.disconnects
         self.reconnects += earlier.reconnects
+        self.refused += earlier.refused
         self.lost_bytes += earlier.lost_bytes
 
     def as_dict(self) -> dict[str, Any]:
         return {"endpoint": self.label, "name": self.name, **self.counters,
                 "connected": self.connected, "connections": self.connections,
                 "disconnects": self.disconnects, "reconnects": self.reconnects,
+                "refused_clients": self.refused,
                 "lost_bytes": self.lost_bytes, "queued_bytes": self.queued_bytes,
                 "ports": self.ports}
 
@@ -76,6 +79,7 @@ class LinkStats:
     restarts: int                # times its relay was started again after failing or ending
     error: str | None            # why it last failed, if it did
     endpoints: list[EndpointStats]
+    budget: dict[str, int] | None = None  # its QueueBudget: limit, used, peak, refused_frames
 
     @property
     def unforwarded(self) -> int | None:
@@ -96,7 +100,7 @@ class LinkStats:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "state": self.state,
                 "restarts": self.restarts, "error": self.error,
-                "unforwarded_frames": self.unforwarded,
+                "unforwarded_frames": self.unforwarded, "queue_budget": self.budget,
                 "endpoints": [e.as_dict() for e in self.endpoints]}
 
 

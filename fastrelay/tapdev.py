@@ -62,6 +62,20 @@ class TapDevice:
         self.fds = []
 
 
+def _check_name(what: str, name: str) -> None:
+    """StartError unless name can be an interface name: 1..15 bytes of UTF-8 (IFNAMSIZ).
+
+    A command line may carry bytes that are no text at all (they arrive as surrogates);
+    netlink and TUNSETIFF need the name encoded.
+    """
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        raise StartError(what, "not a valid interface name (not UTF-8 text)") from None
+    if not 1 <= size <= 15:
+        raise StartError(what, f"not a valid interface name ({size} bytes; 1..15 allowed)")
+
+
 def _ipr() -> Any:
     """A netlink socket in the current network namespace (pyroute2 is imported lazily)."""
     from pyroute2 import IPRoute
@@ -170,6 +184,7 @@ def open_tap(what: str, name: str, *, queues: int = 1, offload: bool = False) ->
     """
     from pyroute2.netlink.exceptions import NetlinkError
 
+    _check_name(what, name)
     with _netlink(what) as ipr:
         found = _link_info(ipr, name)
         if found is None:
@@ -207,6 +222,7 @@ def create_bridge_tap(what: str, bridge: str, *, queues: int = 1,
     """
     from pyroute2.netlink.exceptions import NetlinkError
 
+    _check_name(what, bridge)
     with _netlink(what) as ipr:
         found = _link_info(ipr, bridge)
         if found is None:

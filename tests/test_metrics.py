@@ -195,7 +195,8 @@ def test_stats_without_a_daemon_says_why(tmp_path) -> None:  # type: ignore[no-u
 
 def test_control_socket_rejects_unknown_command(daemon_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
     ctl = str(tmp_path / "ctl.sock")
-    daemon_process(f'[daemon]\ncontrol = "{ctl}"\n')
+    # (A config must run something: a hub on a free port.)
+    daemon_process(f'[daemon]\ncontrol = "{ctl}"\n[hub.h]\nlisten = "{LOOP4}:{free_port()}"\n')
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
         s.connect(ctl)
@@ -209,6 +210,7 @@ def test_metrics_listener_in_use_fails_start(daemon_process) -> None:  # type: i
         busy.bind((LOOP4, 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = daemon_process(f'[daemon]\nmetrics = "{LOOP4}:{port}"\n', ready=False)
+        proc = daemon_process(f'[daemon]\nmetrics = "{LOOP4}:{port}"\n'
+                              f'[hub.h]\nlisten = "{LOOP4}:{free_port()}"\n', ready=False)
         assert proc.wait(20) == 1
     assert f"metrics listener {LOOP4}:{port}: cannot listen" in proc.log

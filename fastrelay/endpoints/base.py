@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import abc
+import contextlib
+import errno
+import fcntl
 import logging
 import os
+import socket
 import stat
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .._core import TUN_CONSTANTS
+from ..errors import StartError
 
 if TYPE_CHECKING:
     from .._core import Port
@@ -14,19 +22,122 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastrelay")
 
-__all__ = ["Endpoint", "remove_stale_socket"]
+__all__ = ["Endpoint", "SocketFile", "adopt", "check_unix_path", "remove_stale_socket"]
+
+P = TypeVar("P")
+
+# sockaddr_un.sun_path: 108 bytes, a path's terminating NUL included.
+_SUN_PATH = 108
+
+
+def check_unix_path(what: str, path: str) -> None:
+    """StartError unless path fits a unix socket address (abstract names start with NUL)."""
+    size = len(os.fsencode(path)) + (0 if path.startswith("\0") else 1)
+    if size > _SUN_PATH:
+        raise StartError(what, f"unix socket path too long ({size} bytes with its end; "
+                               f"at most {_SUN_PATH})")
+
+
+def _identity(fd: int) -> tuple[Any, ...] | None:
+    """What fd is open on (file and, for a tap, its interface), or None if it is closed."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    tun = b""
+    if stat.S_ISCHR(st.st_mode):
+        # Every /dev/net/tun descriptor has the same inode: the interface tells them apart.
+        try:
+            tun = fcntl.ioctl(fd, TUN_CONSTANTS["TUNGETIFF"], bytes(40))[:16]
+        except OSError:
+            pass
+    return st.st_dev, st.st_ino, st.st_rdev, tun
+
+
+def adopt(fds: Sequence[int], build: Callable[[], P]) -> P:
+    """build() a data-plane port around descriptors handed over to it; the port's result.
+
+    A built port owns fds and closes them. A port whose constructor fails may already
+    have closed them (Port.__dealloc__ closes what the base constructor took), or not
+    (when the arguments failed before): closing them again could close a descriptor
+    that another thread has just been given. So on failure only the descriptors that
+    are still open on the very file they were handed over on are closed here.
+    """
+    before = [_identity(fd) for fd in fds]
+    try:
+        return build()
+    except BaseException:
+        for fd, identity in zip(fds, before):
+            if identity is not None and _identity(fd) == identity:
+                os.close(fd)
+        raise
 
 
 def remove_stale_socket(path: str) -> None:
-    """Remove a unix socket left at path by an earlier run (never a file of another kind;
-    abstract names, starting with NUL, have nothing on disk)."""
+    """Remove a unix socket left at path by an earlier run that is gone.
+
+    Only a socket that nobody serves is stale: a connect is tried first, and only
+    ECONNREFUSED (nothing bound there) lets it go. A live socket of another running
+    instance stays, and the bind that follows fails with "Address already in use".
+    Never a file of another kind; abstract names (starting with NUL) have nothing on disk.
+    """
     if path.startswith("\0"):
         return
     try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
     except FileNotFoundError:
-        pass
+        return
+    if _socket_in_use(path):
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _socket_in_use(path: str) -> bool:
+    """Whether something answers at the unix socket path (of any socket type)."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET):
+        try:
+            probe = socket.socket(socket.AF_UNIX, kind | socket.SOCK_NONBLOCK)
+        except OSError:
+            return True  # cannot tell (out of descriptors?): leave it be
+        with probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                return False
+            except OSError as exc:
+                if exc.errno == errno.EPROTOTYPE:
+                    continue  # a socket of another type is bound there: ask as that type
+                return True  # EAGAIN (a full backlog), EACCES, ...: not known to be stale
+            return True
+    return True
+
+
+class SocketFile:
+    """The file a unix socket was bound to, removed at close only if it is still ours.
+
+    Another instance may have replaced it since (after removing ours as stale, or by
+    hand): that one's socket must survive our exit. Ours is told apart by its device,
+    inode and change time (ext4 gives a freed inode number to the next new file), taken
+    once our set-up of the file is done.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.identity = self._identity()
+
+    def _identity(self) -> tuple[int, int, int]:
+        st = os.stat(self.path)
+        return st.st_dev, st.st_ino, st.st_ctime_ns
+
+    def remove(self) -> None:
+        """Unlink the path if it is still the socket we bound; quietly otherwise."""
+        try:
+            if self._identity() == self.identity:
+                os.unlink(self.path)
+        except OSError:
+            pass
 
 
 class Endpoint(abc.ABC):
@@ -43,6 +154,7 @@ class Endpoint(abc.ABC):
         self.relay = relay
         self.closed = False
         self.reconnects = 0  # connections made again after a loss (kinds that reconnect)
+        self.refused = 0     # clients accepted and closed at once: too many (listeners)
 
     def __str__(self) -> str:
         return str(self.target)

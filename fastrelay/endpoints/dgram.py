@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,7 @@ from .. import defaults
 from .._core import DatagramPort
 from ..errors import StartError
 from ..targets import UDPTarget, UnixDgramTarget
-from .base import Endpoint, remove_stale_socket
+from .base import Endpoint, SocketFile, adopt, check_unix_path, remove_stale_socket
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -39,23 +38,27 @@ class DatagramEndpoint(Endpoint):
 
     def __init__(self, target: UDPTarget | UnixDgramTarget, relay: Relay) -> None:
         super().__init__(target, relay)
-        self.bound_path: str | None = None
+        self._file: SocketFile | None = None  # the unix socket file we bound
 
     async def start(self) -> None:
         target = self.target
         if isinstance(target, UDPTarget):
             sock, family, peer = await self._open_udp(target)
         else:
+            for path in (target.local, target.remote):
+                if path is not None:
+                    check_unix_path(str(self), path)
             sock, family, peer = self._open_unix(target), socket.AF_UNIX, target.remote
-        _grow_buffers(sock)
-        sock.setblocking(False)
-        fd = sock.detach()
         try:
-            port = DatagramPort(fd, str(self), family=family, peer=peer,
-                                learn_peer=peer is None, **self.relay.options.port_kwargs)
+            _grow_buffers(sock)
+            sock.setblocking(False)
         except BaseException:
-            os.close(fd)
+            sock.close()
             raise
+        fd = sock.detach()
+        port = adopt([fd], lambda: DatagramPort(fd, str(self), family=family, peer=peer,
+                                                learn_peer=peer is None,
+                                                **self.relay.options.port_kwargs))
         self.relay.attach(port, self)
 
     async def _open_udp(self, target: UDPTarget) -> tuple[socket.socket, int, object]:
@@ -67,7 +70,11 @@ class DatagramEndpoint(Endpoint):
                                         f"{exc.strerror}") from None
         family, _, _, _, peer = infos[0]
         bind = self.relay.options.bind or ("::" if family == socket.AF_INET6 else "0.0.0.0")
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise StartError(str(self), f"cannot open a UDP socket: "
+                                        f"{exc.strerror or exc}") from None
         try:
             sock.bind((bind, target.lport))
         except OSError as exc:
@@ -77,23 +84,29 @@ class DatagramEndpoint(Endpoint):
         return sock, family, peer
 
     def _open_unix(self, target: UnixDgramTarget) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         local = target.local
         remove_stale_socket(local)
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise StartError(str(self), f"cannot open a socket: "
+                                        f"{exc.strerror or exc}") from None
         try:
             sock.bind(local)
         except OSError as exc:
             sock.close()
             raise StartError(str(self), f"cannot bind {local!r}: {exc.strerror or exc}") from None
         if not local.startswith("\0"):
-            self.bound_path = local
+            try:
+                self._file = SocketFile(local)
+            except OSError as exc:
+                sock.close()
+                raise StartError(str(self), f"cannot bind {local!r}: "
+                                            f"{exc.strerror or exc}") from None
         return sock
 
     def close(self) -> None:
         super().close()
-        if self.bound_path is not None:
-            try:
-                os.unlink(self.bound_path)
-            except OSError:
-                pass
-            self.bound_path = None
+        if self._file is not None:
+            self._file.remove()  # only if it is still ours
+            self._file = None

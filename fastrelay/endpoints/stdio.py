@@ -6,7 +6,7 @@ import os
 
 from .._core import StdioPort
 from ..errors import StartError
-from .base import Endpoint
+from .base import Endpoint, adopt
 
 __all__ = ["StdioEndpoint"]
 
@@ -24,12 +24,19 @@ class StdioEndpoint(Endpoint):
         self._saved: list[tuple[int, bool]] = []
 
     async def start(self) -> None:
-        fds = []
-        for fd in (0, 1):
-            self._saved.append((fd, os.get_blocking(fd)))
-            fds.append(os.dup(fd))
-            os.set_blocking(fds[-1], False)
-        port = StdioPort(fds[0], "stdio", wfd=fds[1], **self.relay.options.port_kwargs)
+        fds: list[int] = []
+        try:
+            for fd in (0, 1):
+                self._saved.append((fd, os.get_blocking(fd)))
+                fds.append(os.dup(fd))
+                os.set_blocking(fds[-1], False)
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise StartError("stdio", f"cannot use stdin and stdout: "
+                                      f"{exc.strerror or exc}") from None
+        port = adopt(fds, lambda: StdioPort(fds[0], "stdio", wfd=fds[1],
+                                            **self.relay.options.port_kwargs))
         try:
             self.relay.attach(port, self)
         except StartError as exc:

@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import logging
 import os
 import socket
+import struct
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from .. import defaults
 from .._core import StreamPort
 from ..backoff import Backoff
 from ..errors import StartError
 from ..targets import TCPListenTarget, TCPTarget, UnixListenTarget, UnixTarget
-from .base import Endpoint, log, remove_stale_socket
+from .base import Endpoint, SocketFile, adopt, log, remove_stale_socket
 
 if TYPE_CHECKING:
     from .._core import Port
     from ..relay import Relay
 
 __all__ = ["StreamClientEndpoint", "StreamListenerEndpoint"]
+
+# What accept(2) reports for one client that failed before it was taken (Linux passes
+# such network errors on): that client is gone, the listener is fine.
+_CLIENT_GONE = frozenset((errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM,
+                          errno.ENETDOWN, errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENONET,
+                          errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH,
+                          errno.ETIMEDOUT))
 
 
 def _show_path(path: str) -> str:
@@ -44,7 +57,13 @@ def _tune(sock: socket.socket) -> None:
 
 
 class StreamClientEndpoint(Endpoint):
-    """Connects out (`HOST:PORT`, `unix:PATH`); with reconnect on, keeps doing so."""
+    """Connects out (`HOST:PORT`, `unix:PATH`); with reconnect on, keeps doing so.
+
+    Reconnects wait for the back-off's next delay. The back-off starts over only once a
+    connection has stayed up for RECONNECT_STABLE_AFTER seconds: a peer that accepts and
+    closes at once is retried at growing intervals, not every `initial` seconds. Any
+    failure while connecting, of any kind, is one log line and another try.
+    """
 
     target: TCPTarget | UnixTarget
 
@@ -52,6 +71,7 @@ class StreamClientEndpoint(Endpoint):
         super().__init__(target, relay)
         self.backoff = Backoff(**relay.options.backoff)
         self._retry: asyncio.Task[None] | None = None
+        self._connected_at = 0.0
 
     def __str__(self) -> str:
         if isinstance(self.target, UnixTarget):
@@ -71,37 +91,53 @@ class StreamClientEndpoint(Endpoint):
         return [(family, addr) for family, _, _, _, addr in infos]
 
     async def _connect(self) -> None:
+        """Connect and attach the port; StartError with the reason when it cannot."""
         loop = asyncio.get_running_loop()
-        last: OSError | None = None
+        last = "no address"
         for family, addr in await self._addresses():
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setblocking(False)
             try:
-                await asyncio.wait_for(loop.sock_connect(sock, addr), self.relay.options.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
-                sock.close()
-                last = exc if isinstance(exc, OSError) else TimeoutError("connection timed out")
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as exc:
+                last = _oserror_text(exc)  # out of descriptors, say: the next try may do
                 continue
-            _tune(sock)
-            name = str(self)
-            self.relay.attach(StreamPort(sock.detach(), name, **self.relay.options.port_kwargs),
-                              self)
-            self.backoff.reset()
+            try:
+                sock.setblocking(False)
+                await asyncio.wait_for(loop.sock_connect(sock, addr),
+                                       self.relay.options.connect_timeout)
+                _tune(sock)
+            except TimeoutError:
+                sock.close()
+                last = "connection timed out"
+                continue
+            except OSError as exc:
+                sock.close()
+                last = _oserror_text(exc)
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            fd = sock.detach()
+            port = adopt([fd], partial(StreamPort, fd, str(self),
+                                       **self.relay.options.port_kwargs))
+            self.relay.attach(port, self)
+            self._connected_at = loop.time()
             return
-        reason = _oserror_text(last) if last else "no address"
-        raise StartError(str(self), f"cannot connect: {reason}")
+        raise StartError(str(self), f"cannot connect: {last}")
 
     async def start(self) -> None:
         try:
             await self._connect()
-        except StartError as exc:
+        except Exception as exc:
             if not self.relay.options.reconnect:
                 raise
-            log.warning("%s; retrying", exc)
+            log.warning("%s; retrying", _failure_text(self, exc))
             self._schedule()
 
     def port_closed(self, port: Port, reason: str, fault: bool) -> None:
         if self.relay.options.reconnect and not self.closed:
+            loop = asyncio.get_running_loop()
+            if loop.time() - self._connected_at >= defaults.RECONNECT_STABLE_AFTER:
+                self.backoff.reset()
             self._schedule()
         else:
             self.relay.endpoint_ended(self, reason)
@@ -118,12 +154,19 @@ class StreamClientEndpoint(Endpoint):
             try:
                 await self._connect()
             except StartError as exc:
-                # The first failure was logged as a warning; repeating it every few
-                # seconds would flood a service's journal.
+                # The first failure was logged as a warning; repeating it at every try
+                # would flood a service's journal.
                 log.debug("%s; retrying", exc)
                 continue
+            except Exception as exc:  # noqa: BLE001 (supervision: log and retry anything)
+                # Not a network answer (a bug, or the process out of some resource):
+                # say so, and keep trying: a supervisor never gives up in silence.
+                self.relay.log_limit.log(logging.WARNING, ("connect", self), "%s; retrying",
+                                         _failure_text(self, exc))
+                continue
             self.reconnects += 1
-            log.info("%s: reconnected", self)
+            self.relay.log_limit.log(logging.INFO, ("reconnected", self), "%s: reconnected",
+                                     self)
             return
 
     def close(self) -> None:
@@ -132,11 +175,34 @@ class StreamClientEndpoint(Endpoint):
             self._retry.cancel()
 
 
+def _exception_text(exc: BaseException) -> str:
+    """An exception in a few words: a StartError's or OSError's reason, else its type."""
+    if isinstance(exc, StartError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return _oserror_text(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _failure_text(endpoint: Endpoint, exc: BaseException) -> str:
+    """One line for a failed connect: a StartError's own text, else the endpoint and why."""
+    return str(exc) if isinstance(exc, StartError) else f"{endpoint}: {_exception_text(exc)}"
+
+
 class StreamListenerEndpoint(Endpoint):
     """Accepts stream clients (`listen:`, `unix-listen:`, `-l`); each client is a port.
 
-    In a hub every client joins. In point-to-point mode one client is served at a time
-    (the others wait in the kernel's backlog), like qemu's own `listen=`.
+    In a hub every client joins, up to max_clients for this listener and
+    max_clients_total for the relay: a client over either is accepted and closed at once
+    (so it does not wait in the kernel's backlog), counted in `refused` and logged,
+    rate-limited. In point-to-point mode one client is served at a time (the others wait
+    in the kernel's backlog), like qemu's own `listen=`.
+
+    When accept() fails for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+    ENOMEM; any error that is not one client's), or an accepted client cannot be made a
+    port, the listener stops watching its socket, which stays readable and would
+    otherwise wake the loop for ever, and tries again after a back-off of ACCEPT_RETRY_*
+    seconds: one line when it pauses, one when it accepts again.
     """
 
     target: TCPListenTarget | UnixListenTarget
@@ -147,6 +213,11 @@ class StreamListenerEndpoint(Endpoint):
         self.clients = 0
         self.accepting = False
         self.kind = "unix" if isinstance(target, UnixListenTarget) else "tcp"
+        self._retry_backoff = Backoff(initial=defaults.ACCEPT_RETRY_INITIAL,
+                                      maximum=defaults.ACCEPT_RETRY_MAX)
+        self._retry: asyncio.TimerHandle | None = None
+        self._short_since: float | None = None  # since when accepting fails (a shortage)
+        self._file: SocketFile | None = None    # the unix socket file we bound
 
     def __str__(self) -> str:
         if isinstance(self.target, UnixListenTarget):
@@ -161,6 +232,8 @@ class StreamListenerEndpoint(Endpoint):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.bind(path)
+                if not path.startswith("\0"):
+                    self._file = SocketFile(path)
             except OSError:
                 sock.close()
                 raise
@@ -192,10 +265,14 @@ class StreamListenerEndpoint(Endpoint):
     async def start(self) -> None:
         try:
             sock = self._bind()
-            sock.listen(64)
         except OSError as exc:
             raise StartError(str(self), f"cannot listen: {exc.strerror or exc}") from None
-        sock.setblocking(False)
+        try:
+            sock.listen(defaults.LISTEN_BACKLOG)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise StartError(str(self), f"cannot listen: {exc.strerror or exc}") from None
         self.sock = sock
         self._resume()
 
@@ -210,8 +287,10 @@ class StreamListenerEndpoint(Endpoint):
             self.accepting = False
 
     def _accept(self) -> None:
-        assert self.sock is not None
-        while True:
+        """The socket is readable: take the clients waiting (a bounded number per call)."""
+        for _ in range(defaults.ACCEPTS_PER_WAKEUP):
+            if self.sock is None or self._retry is not None:
+                return
             if self.relay.point_to_point and self.clients:
                 self._pause()
                 return
@@ -220,32 +299,107 @@ class StreamListenerEndpoint(Endpoint):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                # EMFILE and friends: say so, keep listening.
-                log.warning("%s: accept failed: %s", self, exc.strerror or exc)
+                if exc.errno in _CLIENT_GONE:
+                    continue  # that client failed before we took it: the next one
+                self._cannot_accept(f"cannot accept: {_oserror_text(exc)}")
                 return
+            self._can_accept()
+            over = self._over_limit()
+            if over is not None:
+                self._refuse(conn, addr, over)
+                continue
+            try:
+                self._take(conn, addr)
+            except Exception as exc:  # noqa: BLE001 (any failure: say so, pause, retry)
+                self._cannot_accept(f"cannot take a client: {_exception_text(exc)}")
+                return
+
+    def _over_limit(self) -> str | None:
+        """Why one more client is refused now, or None (point to point: never)."""
+        options = self.relay.options
+        if self.relay.point_to_point:
+            return None
+        if self.clients >= options.max_clients:
+            return f"{self.clients} clients already (max_clients {options.max_clients})"
+        if self.relay.clients >= options.max_clients_total:
+            return (f"{self.relay.clients} clients in the relay already "
+                    f"(max_clients_total {options.max_clients_total})")
+        return None
+
+    def _take(self, conn: socket.socket, addr: object) -> None:
+        """Make an accepted client a port of the hub."""
+        try:
             conn.setblocking(False)
             _tune(conn)
-            name = f"{self.kind} client {_peer_text(addr)}"
-            self.clients += 1
-            self.relay.attach(StreamPort(conn.detach(), name, **self.relay.options.port_kwargs),
-                              self)
+        except BaseException:
+            conn.close()
+            raise
+        name = f"{self.kind} client {_peer_text(addr)}"
+        fd = conn.detach()
+        port = adopt([fd], partial(StreamPort, fd, name, **self.relay.options.port_kwargs))
+        self.relay.attach(port, self)
+        self.clients += 1
+        self.relay.clients += 1
+
+    def _refuse(self, conn: socket.socket, addr: object, why: str) -> None:
+        """Close a client over the limits at once (reset: nothing lingers), count, log."""
+        self.refused += 1
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        self.relay.log_limit.log(logging.WARNING, ("refused", self), "%s: refused client %s: %s",
+                                 self, _peer_text(addr), why)
+
+    def _cannot_accept(self, reason: str) -> None:
+        """Out of descriptors or memory: stop watching the socket, try again later."""
+        self._pause()
+        loop = asyncio.get_running_loop()
+        delay = self._retry_backoff.next_delay()
+        if self._short_since is None:
+            self._short_since = loop.time()
+            self.relay.log_limit.log(
+                logging.WARNING, ("short", self),
+                "%s: %s; pausing accepts (out of descriptors or memory?), retrying every "
+                "%g to %gs until it works", self, reason, defaults.ACCEPT_RETRY_INITIAL,
+                defaults.ACCEPT_RETRY_MAX)
+        self._retry = loop.call_later(delay, self._retry_accept)
+
+    def _retry_accept(self) -> None:
+        self._retry = None
+        if self.sock is None or self.closed:
+            return
+        if not (self.relay.point_to_point and self.clients):
+            self._resume()
+            self._accept()
+
+    def _can_accept(self) -> None:
+        """An accept worked: end a shortage, if there was one."""
+        if self._short_since is not None:
+            waited = asyncio.get_running_loop().time() - self._short_since
+            self._short_since = None
+            self._retry_backoff.reset()
+            self.relay.log_limit.log(logging.WARNING, ("recovered", self),
+                                     "%s: accepting again after %.1fs", self, waited)
 
     def port_closed(self, port: Port, reason: str, fault: bool) -> None:
         self.clients -= 1
+        self.relay.clients -= 1
         if self.relay.point_to_point:
             if self.relay.options.reconnect:
-                self._resume()
+                if self._retry is None:
+                    self._resume()
             else:
                 self.relay.endpoint_ended(self, reason)
 
     def close(self) -> None:
         super().close()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         self._pause()
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-            if isinstance(self.target, UnixListenTarget) and not self.target.path.startswith("\0"):
-                try:
-                    os.unlink(self.target.path)
-                except OSError:
-                    pass
+        if self._file is not None:
+            self._file.remove()  # only if it is still ours
+            self._file = None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from typing import TYPE_CHECKING, Any
 
 from .._core import TapPort
 from ..tapdev import TapDevice, create_bridge_tap, open_tap
 from ..targets import BridgeTarget, TapTarget
-from .base import Endpoint, log
+from .base import Endpoint, adopt, log
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -27,6 +29,12 @@ def offload_allowed(relay: Relay) -> bool:
     if not relay.point_to_point:
         return False
     return all(isinstance(e, TapEndpoint) for e in relay.endpoints)
+
+
+def _close_opened(opening: asyncio.Future[TapDevice]) -> None:
+    """Close the tap a worker thread opened for a start that was cancelled meanwhile."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 class TapEndpoint(Endpoint):
@@ -57,16 +65,18 @@ class TapEndpoint(Endpoint):
         offload = self.target.offload and offload_allowed(self.relay)
         # pyroute2 runs an asyncio loop of its own inside its calls (and uvloop cannot
         # carry netlink sockets): the few set-up requests run in a worker thread.
-        dev = await asyncio.to_thread(self._open, offload)
-        kwargs = dict(self.relay.options.port_kwargs)
+        opening = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(contextvars.copy_context().run, self._open, offload))
         try:
-            port = TapPort(dev.fds[0], self._port_name(dev), queues=dev.fds[1:],
-                           offload=bool(dev.offload), **kwargs)
-        except BaseException:
-            dev.close()
+            dev = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The thread cannot be stopped: whatever it opens is closed when it is done.
+            opening.add_done_callback(_close_opened)
             raise
-        # From here the port owns the descriptors.
-        dev.fds = []
+        kwargs = dict(self.relay.options.port_kwargs)
+        fds, dev.fds = dev.fds, []  # from here the port owns the descriptors (see adopt)
+        port = adopt(fds, lambda: TapPort(fds[0], self._port_name(dev), queues=fds[1:],
+                                          offload=bool(dev.offload), **kwargs))
         self.device = dev
         self.port = port
         self.relay.attach(port, self)
