@@ -70,7 +70,14 @@ cdef class Backlog:
             self.head = 0
             self.tail = used
             return 1
-        want = self.cap if self.cap else BACKLOG_CHUNK
+        if self.cap:
+            want = self.cap
+        elif force:
+            # The rest of a record, which the budget cannot refuse: take no more than it
+            # needs (rounded to a page), so that many ports overdraw by little.
+            want = (n + 4095) & ~4095
+        else:
+            want = BACKLOG_CHUNK
         while want < used + n:
             want *= 2
         grow = want - self.cap
