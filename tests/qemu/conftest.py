@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from .guest import BuildError, GuestImage, ensure_image
-from .harness import Lab, guest_lock, relay_command
+from .harness import NOBODY, Lab, account_workdir, guest_lock, image_copy, relay_command
+
+# The lab test boots six guests at once: a larger backstop than a guest pair's.
+SLOW_TIMEOUT = 480
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,7 +29,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in items:
         if item.get_closest_marker("qemu") and not item.get_closest_marker("timeout"):
-            item.add_marker(pytest.mark.timeout(120))
+            slow = item.get_closest_marker("slow") is not None
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT if slow else 120))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -76,11 +80,27 @@ def fastrelay_cli() -> None:
         )
 
 
+def _dump_if_failed(request, lab_: Lab) -> None:
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(lab_.diagnostics())
+
+
 @pytest.fixture
 def lab(request, guest_image: GuestImage, tmp_path: Path):
     """A Lab for one test; holds the host-wide guest lock; dumps logs if the test failed."""
     with guest_lock(), Lab(guest_image, tmp_path) as lab_:
         yield lab_
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(lab_.diagnostics())
+        _dump_if_failed(request, lab_)
+
+
+@pytest.fixture
+def unprivileged_lab(request, guest_image: GuestImage, tmp_path: Path):
+    """A Lab whose guests and relays all run as nobody (65534) when the test runs as root
+    (CI), or as the invoking user otherwise; in a folder of their own, removed afterwards."""
+    account = NOBODY if os.geteuid() == 0 else None
+    with guest_lock(), account_workdir(account, tmp_path) as workdir:
+        image = image_copy(guest_image, workdir) if account else guest_image
+        with Lab(image, workdir, account=account) as lab_:
+            yield lab_
+            _dump_if_failed(request, lab_)

@@ -3,24 +3,29 @@
 A test builds ``-netdev`` strings with the helpers at the bottom, starts guests with
 :meth:`Lab.guest` and relays with :meth:`Lab.relay`, and waits for ``FR-`` markers that
 the guest's ``/init`` (init.sh) prints on its serial console.  :class:`Lab` is a context
-manager: everything it started is killed on exit, whether the test passed or not.
+manager: everything it started is killed on exit, whether the test passed or not.  A guest
+may have several NICs (:class:`Nic`), and a Lab with an :class:`Account` runs every guest
+and relay under that uid (the lab test).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import importlib.util
 import itertools
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -44,6 +49,80 @@ def relay_command(verbose: bool = False) -> list[str]:
     return [sys.executable, "-m", "fastrelay", *(["-vv"] if verbose else [])]
 
 
+@dataclasses.dataclass(frozen=True)
+class Account:
+    """An unprivileged uid/gid for guests and relays (the lab test: nobody/nogroup)."""
+
+    uid: int
+    gid: int
+
+    def popen_kw(self) -> dict[str, object]:
+        """subprocess.Popen arguments that start a child under this account, no extra groups."""
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+NOBODY = Account(65534, 65534)
+
+# How a relay is started under an Account.  Not by exec'ing the interpreter as that uid:
+# Python may live where only root can read (here: pyenv under /root, mode 0700).  The
+# child starts as root, imports fastrelay, every one of its modules and uvloop (so that
+# nothing of them is imported later, when their files may be out of reach), drops to the
+# account for good, and only then parses its arguments, reads the config and opens a
+# socket.  argv: UID GID FASTRELAY-ARGS...
+_RUN_AS = """\
+import importlib, os, pkgutil, sys
+import uvloop, fastrelay
+for mod in pkgutil.walk_packages(fastrelay.__path__, "fastrelay."):
+    if mod.name != "fastrelay.__main__":  # importing it would run the CLI
+        importlib.import_module(mod.name)
+uid, gid = int(sys.argv[1]), int(sys.argv[2])
+os.setgroups([])
+os.setresgid(gid, gid, gid)
+os.setresuid(uid, uid, uid)
+from fastrelay.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def process_ids(pid: int) -> dict[str, list[int]]:
+    """The Uid, Gid (real, effective, saved, fs) and Groups lines of /proc/PID/status."""
+    out: dict[str, list[int]] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid", "Groups"):
+            out[key] = [int(v) for v in value.split()]
+    return out
+
+
+@contextlib.contextmanager
+def account_workdir(account: Account | None, fallback: Path) -> Iterator[Path]:
+    """A folder the account owns, removed afterwards; ``fallback`` when there is no account.
+
+    pytest's tmp_path sits under /tmp/pytest-of-root (mode 0700), which nobody cannot
+    enter, so the unprivileged processes get a fresh folder of their own in /tmp.
+    """
+    if account is None:
+        yield fallback
+        return
+    path = Path(tempfile.mkdtemp(prefix="fastrelay-lab-"))
+    try:
+        os.chown(path, account.uid, account.gid)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def image_copy(image: GuestImage, dest: Path) -> GuestImage:
+    """The image's kernel and initramfs copied into ``dest``: the cache under root's home
+    is not readable by an unprivileged qemu (files stay root's, mode 0644)."""
+    kernel, initrd = dest / "vmlinuz", dest / "initramfs.gz"
+    shutil.copyfile(image.kernel, kernel)
+    shutil.copyfile(image.initrd, initrd)
+    for f in (kernel, initrd):
+        f.chmod(0o644)
+    return dataclasses.replace(image, kernel=kernel, initrd=initrd)
+
+
 # One pair of TCG guests saturates both cores: a host-wide lock keeps concurrent
 # pytest runs, xdist workers or iperf_run from booting guests at the same time.
 LOCK_PATH = Path(tempfile.gettempdir()) / "fastrelay-qemu.lock"
@@ -59,6 +138,11 @@ def guest_lock():
 
 # Distinct MACs across one process: qemu gives every NIC the same default MAC.
 _mac_seq = itertools.count(1)
+
+
+def _next_mac() -> str:
+    n = next(_mac_seq) + (os.getpid() & 0xFF) * 256
+    return f"52:54:00:{(n >> 16) & 0xFF:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
 
 
 class HarnessError(AssertionError):
@@ -138,30 +222,56 @@ def _tail(path: Path, n: int = 25) -> str:
         return "(no log)"
 
 
+@dataclasses.dataclass(frozen=True)
+class Nic:
+    """One NIC of a guest with several: its -netdev string (no ``id=``), ADDR/LEN and MAC."""
+
+    netdev: str
+    ip: str
+    mac: str
+
+
 class Guest:
-    """One qemu guest: its process, its serial log and its role arguments."""
+    """One qemu guest: its process, its serial log and its role arguments.
+
+    ``netdev`` is one -netdev string (eth0 gets ``ip`` and ``mac``, or a MAC of its own),
+    or a list of :class:`Nic` for a guest with several NICs (a router): init.sh then finds
+    each NIC by its MAC and gives it its address (``fr_ifN`` kernel arguments).
+    """
 
     def __init__(
         self,
         name: str,
         image: GuestImage,
-        netdev: str,
+        netdev: str | Sequence[Nic],
         workdir: Path,
         *,
-        ip: str,
+        ip: str | None = None,
         nic: str = "virtio-net-pci",
         env: dict[str, object] | None = None,
         mac: str | None = None,
+        account: Account | None = None,
     ) -> None:
         self.name = name
-        self.ip = ip.split("/")[0]
-        self.ip_cidr = ip
-        n = next(_mac_seq) + (os.getpid() & 0xFF) * 256
-        # A replacement guest passes its predecessor's MAC so the peers' ARP entries stay valid.
-        self.mac = mac or f"52:54:00:{(n >> 16) & 0xFF:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
+        self.account = account
+        if isinstance(netdev, str):
+            if ip is None:
+                raise ValueError(f"guest {name}: one netdev needs ip=")
+            # A replacement guest passes its predecessor's MAC so peers' ARP entries stay valid.
+            nics = [Nic(netdev, ip, mac or _next_mac())]
+            words: dict[str, object] = {"fr_ip": ip}
+        else:
+            if ip is not None or mac is not None or not netdev:
+                raise ValueError(f"guest {name}: with a list of Nic, give ip and mac per NIC")
+            nics = list(netdev)
+            words = {f"fr_if{i}": f"{n.ip},{n.mac}" for i, n in enumerate(nics)}
+        self.nics = nics
+        self.ip_cidr = nics[0].ip
+        self.ip = self.ip_cidr.split("/")[0]
+        self.mac = nics[0].mac
         self.log = workdir / f"{name}.serial.log"
         self.qemu_log = workdir / f"{name}.qemu.log"
-        words = {"fr_ip": ip, "fr_timeout": 120, **(env or {})}
+        words = {**words, "fr_timeout": 120, **(env or {})}
         # quiet + loglevel: serial output is slow under TCG and only FR- lines matter.
         append = "console=ttyS0 panic=-1 quiet loglevel=3 " + " ".join(
             f"{k}={v}" for k, v in words.items()
@@ -184,22 +294,30 @@ class Guest:
             append,
             "-serial",
             f"file:{self.log}",
-            "-netdev",
-            f"{netdev},id=n0",
-            # romfile= : no PXE option ROM to load, the guest boots from -kernel anyway.
-            "-device",
-            f"{nic},netdev=n0,mac={self.mac},romfile=",
         ]
+        for i, n in enumerate(nics):
+            # romfile= : no PXE option ROM to load, the guest boots from -kernel anyway.
+            self.argv += ["-netdev", f"{n.netdev},id=n{i}"]
+            self.argv += ["-device", f"{nic},netdev=n{i},mac={n.mac},romfile="]
         self.proc: subprocess.Popen | None = None
         self._results_seen = 0
 
     def start(self) -> Guest:
         self.log.write_text("")
+        kw = self.account.popen_kw() if self.account else {}
+        if self.account:
+            # qemu opens the serial log itself, as the account.
+            os.chown(self.log, self.account.uid, self.account.gid)
         with open(self.qemu_log, "w") as out:
             self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **kw
             )
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def text(self) -> str:
         """The serial log up to its last complete line: qemu may be mid-way through one."""
@@ -264,27 +382,56 @@ class Guest:
 
 
 class Relay:
-    """A fastrelay process (``python -m fastrelay ARGS``), output to a log file."""
+    """A fastrelay process (``python -m fastrelay ARGS``), output to a log file.
+
+    With an ``account`` it runs as that uid (see ``_RUN_AS``).  With a ``cwd`` it runs
+    there, so that relative socket paths in a config land there.
+    """
 
     def __init__(
-        self, args: list[str], workdir: Path, name: str = "relay", verbose: bool = True
+        self,
+        args: list[str],
+        workdir: Path,
+        name: str = "relay",
+        verbose: bool = True,
+        account: Account | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.args = [str(a) for a in args]
         self.verbose = verbose
+        self.account = account
+        self.cwd = cwd
         self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
+    def _argv(self) -> tuple[list[str], dict[str, object]]:
+        """The command line and extra Popen arguments for this relay."""
+        kw: dict[str, object] = {}
+        if self.cwd is not None:
+            # Elsewhere than here, a relative PYTHONPATH would miss this fastrelay.
+            spec = importlib.util.find_spec("fastrelay")
+            assert spec is not None and spec.origin is not None
+            root = str(Path(spec.origin).resolve().parents[1])
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+            kw = {"env": env, "cwd": self.cwd}
+        if self.account is None:
+            return [*relay_command(self.verbose), *self.args], kw
+        if os.environ.get("FASTRELAY_QEMU_RELAY"):
+            raise HarnessError("FASTRELAY_QEMU_RELAY: only fastrelay can be run under an account")
+        uid, gid = str(self.account.uid), str(self.account.gid)
+        verbose = ["-vv"] if self.verbose else []
+        return [sys.executable, "-c", _RUN_AS, uid, gid, *verbose, *self.args], kw
+
     def start(self) -> Relay:
         self.starts += 1
+        argv, kw = self._argv()
         with open(self.log, "a") as out:
             out.write(f"--- start {self.starts}: fastrelay {' '.join(self.args)}\n")
             out.flush()
             self.proc = subprocess.Popen(
-                [*relay_command(self.verbose), *self.args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, **kw
             )
         return self
 
@@ -340,10 +487,17 @@ def proc_cpu_seconds(pid: int) -> float:
 class Lab:
     """Owns every process of one test; kills all of them, by PID, on exit."""
 
-    def __init__(self, image: GuestImage, workdir: Path, relay_verbose: bool = True) -> None:
+    def __init__(
+        self,
+        image: GuestImage,
+        workdir: Path,
+        relay_verbose: bool = True,
+        account: Account | None = None,
+    ) -> None:
         self.image = image
         self.workdir = workdir
         self.relay_verbose = relay_verbose
+        self.account = account  # every guest and relay runs as this account when set
         self.guests: list[Guest] = []
         self.relays: list[Relay] = []
         self._ip_seq = itertools.count(1)
@@ -366,19 +520,32 @@ class Lab:
     def guest(
         self,
         name: str,
-        netdev: str,
+        netdev: str | Sequence[Nic],
         *,
         image: GuestImage | None = None,
         ip: str | None = None,
         start: bool = True,
         **kw,
     ) -> Guest:
-        g = Guest(name, image or self.image, netdev, self.workdir, ip=ip or self.next_ip(), **kw)
+        if isinstance(netdev, str) and ip is None:
+            ip = self.next_ip()
+        g = Guest(
+            name, image or self.image, netdev, self.workdir, ip=ip, account=self.account, **kw
+        )
         self.guests.append(g)
         return g.start() if start else g
 
-    def relay(self, *args: object, name: str = "relay", start: bool = True) -> Relay:
-        r = Relay([str(a) for a in args], self.workdir, name=name, verbose=self.relay_verbose)
+    def relay(
+        self, *args: object, name: str = "relay", start: bool = True, cwd: Path | None = None
+    ) -> Relay:
+        r = Relay(
+            [str(a) for a in args],
+            self.workdir,
+            name=name,
+            verbose=self.relay_verbose,
+            account=self.account,
+            cwd=cwd,
+        )
         self.relays.append(r)
         return r.start() if start else r
 
@@ -430,6 +597,15 @@ def ping_env(peers: Iterable[Guest], **kw: object) -> dict[str, object]:
     """Kernel arguments for a guest that pings ``peers`` (see init.sh for the names)."""
     env: dict[str, object] = {"fr_action": "ping", "fr_peer": ",".join(p.ip for p in peers)}
     env.update({f"fr_{k}": v for k, v in kw.items()})
+    return env
+
+
+def routing_env(routes: Iterable[tuple[str, str]], forward: bool = False) -> dict[str, object]:
+    """Kernel arguments for static routes, each (DEST/LEN or "default", GATEWAY), and for
+    IPv4 forwarding (a router)."""
+    env: dict[str, object] = {f"fr_route{i}": f"{d},{via}" for i, (d, via) in enumerate(routes)}
+    if forward:
+        env["fr_forward"] = 1
     return env
 
 
