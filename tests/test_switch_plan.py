@@ -267,9 +267,9 @@ def test_bad_input_is_one_line() -> None:
     with pytest.raises(ValueError, match="MAC age 1e\\+07 s out of range"):
         Switch(mac_age=1e7)
     full = Switch()
-    for _ in range(1024):
+    for _ in range(4096):
         full.attach()
-    with pytest.raises(ValueError, match="switch is full: 1024 ports"):
+    with pytest.raises(ValueError, match="switch is full: 4096 ports"):
         full.attach()
 
 

@@ -8,6 +8,9 @@ cdef class Hub:
         list paused              # ports whose reading is suspended for back-pressure
         bint draining            # stop_reading() was called: no port is read again
         readonly QueueBudget budget  # memory every port's backlog draws from
+        readonly Switch switch   # where each frame goes (a hub: forwarding off, flood all)
+        list slots               # the attached Port of each switch slot, or None
+        object on_event          # control plane callback(events) for the switch's events
         object on_close          # control plane callback(port, reason, fault)
         FrameBatch batch         # scratch batch shared by all readers (one at a time)
         char **batch_rec         # owned storage behind batch

@@ -1,4 +1,4 @@
-# Hub: the switchboard; every frame one port reads goes to every other port.
+# Hub: the switchboard; every frame one port reads goes where its Switch says (hub: everywhere).
 
 cdef enum:
     # Set in the epoll data of a port's separate write descriptor (stdio's stdout): tells
@@ -17,9 +17,19 @@ cdef class Hub:
     congested (its kernel buffer then pushes back on the sender). So point to point never
     drops a frame; in a hub, a port slower than the fastest of its peers loses its own
     frames (counted as drop_queue) and never slows the others.
+
+    Where a frame goes is the Switch's decision (switch.pyx), made once per batch: with
+    forwarding off (a hub, the default) every frame floods to every other port, and the
+    switch only learns, to report duplicate MACs and loops; with forwarding on (a learning
+    switch) known unicast goes to one port. Either way each destination port is handed its
+    subset of the batch as views into the reader's buffer: the hub's flood is the switch
+    with nothing learned to act on, not a second code path. Switch events (a loop, a
+    duplicate MAC) go to on_event(events) once per poll(); tick() is the switch's
+    once-a-second housekeeping.
     """
 
-    def __cinit__(self, on_close=None, QueueBudget budget=None):
+    def __cinit__(self, on_close=None, QueueBudget budget=None, Switch switch=None,
+                  on_event=None):
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             PyErr_SetFromErrno(OSError)
@@ -28,6 +38,9 @@ cdef class Hub:
         self.paused = []
         self.on_close = on_close
         self.budget = budget if budget is not None else QueueBudget()
+        self.switch = switch if switch is not None else Switch(forwarding=False)
+        self.slots = [None] * SWITCH_PORTS_MAX
+        self.on_event = on_event
         self.batch_rec = <char **>PyMem_RawMalloc(BATCH_MAX * sizeof(char *))
         self.batch_len = <uint32_t *>PyMem_RawMalloc(BATCH_MAX * sizeof(uint32_t))
         self.events = <epoll_event *>PyMem_RawMalloc(EVENTS_MAX * sizeof(epoll_event))
@@ -52,16 +65,23 @@ cdef class Hub:
         """The attached ports (a copy)."""
         return list(self.live)
 
-    def add(self, Port port):
-        """Attach a port: from now on it receives every other port's frames."""
+    def add(self, Port port, bint trunk=False):
+        """Attach a port: from now on it receives the frames the switch sends it.
+
+        trunk: the port is a link to another relay (split horizon: what came in on one
+        trunk never goes out on another).
+        """
         cdef epoll_event ev
+        cdef int32_t sid
         if port.fd < 0:
             raise ValueError(f"{port.name}: port is closed")
         if port.hub is not None:
             raise ValueError(f"{port.name}: port is already attached")
+        sid = self.switch.attach(trunk)
         ev.events = 0 if self.draining else EPOLLIN | EPOLLRDHUP
         ev.data.ptr = <void *>port
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, port.fd, &ev) < 0:
+            self.switch.detach(sid)
             PyErr_SetFromErrno(OSError)
         port.wfd_watched = False
         if port.wfd != port.fd:
@@ -71,10 +91,14 @@ cdef class Hub:
                 port.wfd_watched = True
             elif errno != EPERM:
                 epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.fd, NULL)
+                self.switch.detach(sid)
                 PyErr_SetFromErrno(OSError)
             # EPERM: a regular file or /dev/null, always writable: nothing to watch.
         port.armed = 0 if self.draining else EPOLLIN | EPOLLRDHUP
         port.paused = port.parked = False
+        port.switch_id = sid
+        port.trunk = trunk
+        self.slots[sid & SWITCH_SLOT_MASK] = port
         port.hub = self
         port.backlog.budget = self.budget
         self.live = self.live + [port]
@@ -90,6 +114,8 @@ cdef class Hub:
         if port.wfd_watched:
             epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.wfd, NULL)
         self.live = [p for p in self.live if p is not port]
+        self.switch.detach(port.switch_id)  # and every MAC learned on it, at once
+        self.slots[port.switch_id & SWITCH_SLOT_MASK] = None
         if port in self.paused:
             self.paused.remove(port)
         port.hub = None
@@ -163,7 +189,19 @@ cdef class Hub:
         finally:
             if self.closing:
                 self.closing = []
+            if self.switch.ev_count and self.on_event is not None:
+                self.on_event(self.switch.drain_events())
         return n
+
+    def tick(self):
+        """Once a second or so: the switch's housekeeping (holds that ended, aging)."""
+        self.switch.tick(monotonic_ns())
+        if self.switch.ev_count and self.on_event is not None:
+            self.on_event(self.switch.drain_events())
+
+    def switch_ports(self):
+        """{switch port id: Port} of the attached ports (for the control plane's reports)."""
+        return {p.switch_id: p for p in self.live}
 
     cdef FrameBatch *new_batch(self):
         """The shared scratch batch, emptied (only one port reads at a time)."""
@@ -196,13 +234,22 @@ cdef class Hub:
         return False
 
     cdef int forward(self, Port src, FrameBatch *batch) except -1:
-        """Offer batch to every port but src; the batch memory is src's until we return."""
+        """Hand each port the frames of batch the switch sends it (never src itself).
+
+        The batch memory is src's until we return; a port keeps what it cannot send at
+        once by copying it into its backlog.
+        """
+        cdef Switch sw = self.switch
         cdef Port p
+        cdef int k, slot
         src.rx_frames += batch.count
         src.rx_bytes += batch.nbytes
-        for p in self.live:
-            if p is not src and p.fd >= 0:
-                p.deliver(batch)
+        sw.plan(src.switch_id, batch, monotonic_ns())
+        for k in range(sw.ndests):
+            slot = sw.dest_slots[k]
+            p = <Port>self.slots[slot]
+            if p is not None and p.fd >= 0 and p is not src:
+                p.deliver(sw.sub_batch(slot, batch))
         return 0
 
     cdef int want_write(self, Port port, bint on) except -1:

@@ -1,5 +1,5 @@
 # Port: one attachment of the hub (a socket, a tap or stdio) with its counters and backlog.
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 
 cdef class Hub
 
@@ -16,6 +16,8 @@ cdef class Port:
         bint paused              # reading suspended: every other port is congested
         bint parked              # out of the epoll set: its peer hung up, frames still queued
         bint owns_fd             # close fd/wfd when the port closes
+        readonly int32_t switch_id  # the hub's switch's id for this port while attached
+        readonly bint trunk      # a link to another relay (split horizon), set by Hub.add
         # Counters, read by the control plane once per second at most.
         readonly uint64_t rx_frames, rx_bytes, tx_frames, tx_bytes
         readonly uint64_t drop_queue    # frames refused because this port's backlog was full

@@ -4,7 +4,7 @@ from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 
 cdef enum:
     # Ports one switch can have attached at once; a port id's low bits are its slot.
-    SWITCH_SLOT_BITS = 10
+    SWITCH_SLOT_BITS = 12
     SWITCH_PORTS_MAX = 1 << SWITCH_SLOT_BITS
     SWITCH_SLOT_MASK = SWITCH_PORTS_MAX - 1
     # A slot's generation fills the rest of a positive int32 port id: an id is reused only

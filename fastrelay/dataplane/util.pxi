@@ -36,3 +36,10 @@ cdef inline bint overflows(Py_ssize_t need, Py_ssize_t cap, const char *what) no
     if FASTRELAY_DEBUG:
         fr_bounds_abort(what, need, cap)
     return True
+
+
+cdef inline int64_t monotonic_ns() noexcept nogil:
+    """The monotonic clock in ns (a vDSO call: read once per batch, never per frame)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec

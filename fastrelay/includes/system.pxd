@@ -184,3 +184,13 @@ cdef extern from *:
     # 1 in the debug build (FASTRELAY_DEBUG=1 at build time, setup.py), else 0.
     const int FASTRELAY_DEBUG
     void fr_bounds_abort(const char *what, long need, long cap) nogil
+
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+
+    int clock_gettime(int clk_id, timespec *tp)
+    enum:
+        CLOCK_MONOTONIC
