@@ -19,6 +19,7 @@ include "dataplane/stdio.pyx"
 include "dataplane/tap.pyx"
 include "dataplane/fdb.pyx"
 include "dataplane/switch.pyx"
+include "dataplane/capture.pyx"
 
 FRAME_MIN_LEN = FRAME_MIN
 FRAME_MAX_LEN = FRAME_MAX
@@ -29,7 +30,7 @@ DEBUG_BUILD = bool(FASTRELAY_DEBUG)
 
 __all__ = (
     "Hub", "Port", "StreamPort", "DatagramPort", "StdioPort", "TapPort", "FrameReassembler",
-    "QueueBudget", "MacTable", "Switch", "FrameError", "FRAME_MIN_LEN", "FRAME_MAX_LEN",
+    "QueueBudget", "MacTable", "Switch", "Capture", "FrameError", "FRAME_MIN_LEN", "FRAME_MAX_LEN",
     "DGRAM_MAX_LEN", "QUEUE_DEFAULT_BYTES", "QUEUE_BUDGET_DEFAULT_BYTES", "DEBUG_BUILD",
     "TUN_CONSTANTS",
 )

@@ -11,6 +11,7 @@ cdef class Hub:
         readonly Switch switch   # where each frame goes (a hub: forwarding off, flood all)
         list slots               # the attached Port of each switch slot, or None
         object on_event          # control plane callback(events) for the switch's events
+        list captures            # Capture objects copying frames (empty: no capture at all)
         object on_close          # control plane callback(port, reason, fault)
         FrameBatch batch         # scratch batch shared by all readers (one at a time)
         char **batch_rec         # owned storage behind batch

@@ -41,6 +41,7 @@ cdef class Hub:
         self.switch = switch if switch is not None else Switch(forwarding=False)
         self.slots = [None] * SWITCH_PORTS_MAX
         self.on_event = on_event
+        self.captures = []
         self.batch_rec = <char **>PyMem_RawMalloc(BATCH_MAX * sizeof(char *))
         self.batch_len = <uint32_t *>PyMem_RawMalloc(BATCH_MAX * sizeof(uint32_t))
         self.events = <epoll_event *>PyMem_RawMalloc(EVENTS_MAX * sizeof(epoll_event))
@@ -199,6 +200,14 @@ cdef class Hub:
         if self.switch.ev_count and self.on_event is not None:
             self.on_event(self.switch.drain_events())
 
+    def add_capture(self, Capture capture):
+        """Start copying the frames of the ports `capture` selects (see Capture)."""
+        if capture not in self.captures:
+            self.captures = self.captures + [capture]
+
+    def remove_capture(self, Capture capture):
+        self.captures = [c for c in self.captures if c is not capture]
+
     def switch_ports(self):
         """{switch port id: Port} of the attached ports (for the control plane's reports)."""
         return {p.switch_id: p for p in self.live}
@@ -241,15 +250,26 @@ cdef class Hub:
         """
         cdef Switch sw = self.switch
         cdef Port p
+        cdef Capture cap
+        cdef FrameBatch *sub
         cdef int k, slot
+        cdef int64_t when = 0
         src.rx_frames += batch.count
         src.rx_bytes += batch.nbytes
+        if self.captures:
+            when = realtime_ns()
+            for cap in self.captures:
+                cap.add(src.switch_id, batch, CAPTURE_INBOUND, when)
         sw.plan(src.switch_id, batch, monotonic_ns())
         for k in range(sw.ndests):
             slot = sw.dest_slots[k]
             p = <Port>self.slots[slot]
             if p is not None and p.fd >= 0 and p is not src:
-                p.deliver(sw.sub_batch(slot, batch))
+                sub = sw.sub_batch(slot, batch)
+                if self.captures:
+                    for cap in self.captures:
+                        cap.add(p.switch_id, sub, CAPTURE_OUTBOUND, when)
+                p.deliver(sub)
         return 0
 
     cdef int want_write(self, Port port, bint on) except -1:

@@ -194,3 +194,4 @@ cdef extern from "<time.h>" nogil:
     int clock_gettime(int clk_id, timespec *tp)
     enum:
         CLOCK_MONOTONIC
+        CLOCK_REALTIME
