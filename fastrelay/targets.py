@@ -7,6 +7,7 @@ Parsing checks syntax only: names are resolved and sockets opened by the endpoin
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import Union
 
@@ -15,7 +16,8 @@ from .errors import TargetError
 __all__ = [
     "Target", "StdioTarget", "UDPTarget", "TCPTarget", "TCPListenTarget", "UnixTarget",
     "UnixListenTarget", "UnixDgramTarget", "BridgeTarget", "TapTarget", "parse_target",
-    "parse_listen", "TARGET_HELP",
+    "parse_listen", "TARGET_HELP", "TARGET_FORMS", "TARGET_NOTES", "TargetForm", "target_help",
+    "wrap_netdev",
 ]
 
 
@@ -119,41 +121,105 @@ class TapTarget:
 Target = Union[StdioTarget, UDPTarget, TCPTarget, TCPListenTarget, UnixTarget,
                UnixListenTarget, UnixDgramTarget, BridgeTarget, TapTarget]
 
-TARGET_HELP = """\
-targets:
-  -                      stdio: one read is one frame, frames written unframed
-  LPORT:HOST:SPORT       UDP: bind LPORT, send to HOST:SPORT, accept any source;
-  :HOST:SPORT, LPORT:HOST:
-                         one port omitted = the same as the other (as netrelay's manual says)
-                           qemu -netdev socket,id=n0,udp=127.0.0.1:LPORT,localaddr=127.0.0.1:SPORT
-                           qemu -netdev dgram,id=n0,local.type=inet,local.host=127.0.0.1,
-                                local.port=SPORT,remote.type=inet,remote.host=127.0.0.1,remote.port=LPORT
-  HOST:PORT              TCP client, 4-byte big-endian length before each frame
-                           qemu -netdev socket,id=n0,listen=127.0.0.1:PORT
-                           qemu -netdev stream,id=n0,server=on,addr.type=inet,addr.host=127.0.0.1,addr.port=PORT
-  [V6ADDR]:PORT, LPORT:[V6ADDR]:SPORT
-                         IPv6 forms; HOST may also be a host name
-  listen:[HOST:]PORT     TCP listener; each client joins (one at a time in point-to-point mode)
-                           qemu -netdev socket,id=n0,connect=127.0.0.1:PORT
-                           qemu -netdev stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=PORT
-  unix:PATH              unix stream client (same framing)
-                           qemu -netdev stream,id=n0,server=on,addr.type=unix,addr.path=PATH
-  unix-listen:PATH       unix stream listener
-                           qemu -netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH
-  unixgram:LOCAL:REMOTE  unix datagrams: bind LOCAL, send to REMOTE (without :REMOTE, to the
-                         last sender)
-                           qemu -netdev dgram,id=n0,local.type=unix,local.path=REMOTE,
-                                remote.type=unix,remote.path=LOCAL
-  tap:NAME[,OPTS]        an existing tap device; a persistent tap made for you needs no root:
-                           ip tuntap add NAME mode tap user YOU [multi_queue]
-  BRIDGE[,OPTS]          a bridge name (br0, br-lan, vmbr0.10): a new tap with the bridge's
-                         MTU is created and enslaved to it, removed at exit (needs root)
-                         OPTS: queues=N  one descriptor per queue (a multi-queue tap)
-                               offload=off never take GSO super-frames from the kernel
-                         Taps use vnet headers as qemu's vhost-net does; between two taps
-                         (point to point) 64 KiB TSO frames pass unsegmented.
-  A PATH starting with @ names an abstract unix socket."""
+@dataclass(frozen=True)
+class TargetForm:
+    """One target form as documented: `--help` and the man page are both made from these."""
 
+    syntax: str                  # as the user writes it, e.g. "LPORT:HOST:SPORT"
+    meaning: str                 # one paragraph, wrapped by whoever shows it
+    qemu: tuple[str, ...] = ()   # the `-netdev` values of the qemu side that pairs with it
+
+
+TARGET_FORMS: tuple[TargetForm, ...] = (
+    TargetForm("-", "stdio: one read is one frame, frames written unframed (pipelines, tests)."),
+    TargetForm("LPORT:HOST:SPORT",
+               "UDP: bind LPORT, send to HOST:SPORT, accept any source. One port may be "
+               "omitted (:HOST:SPORT, LPORT:HOST:): it then equals the other, as netrelay's "
+               "manual says.",
+               ("socket,id=n0,udp=127.0.0.1:LPORT,localaddr=127.0.0.1:SPORT",
+                ("dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=SPORT,"
+                 "remote.type=inet,remote.host=127.0.0.1,remote.port=LPORT"))),
+    TargetForm("LPORT::SPORT",
+               "UDP with a guest on this host (the form of netrelay's TODO): the same as "
+               "LPORT:127.0.0.1:SPORT. Both ports are needed and must differ, or the relay "
+               "would send to itself.",
+               ("socket,id=n0,udp=127.0.0.1:LPORT,localaddr=127.0.0.1:SPORT",)),
+    TargetForm("HOST:PORT", "TCP client, a 4-byte big-endian length before each frame.",
+               ("socket,id=n0,listen=127.0.0.1:PORT",
+                "stream,id=n0,server=on,addr.type=inet,addr.host=127.0.0.1,addr.port=PORT")),
+    TargetForm("[V6ADDR]:PORT, LPORT:[V6ADDR]:SPORT",
+               "the IPv6 forms (they work, unlike in netrelay); a host name may stand for any "
+               "address. qemu's stream accepts ::1; its socket and dgram are IPv4 only."),
+    TargetForm("listen:[HOST:]PORT",
+               "TCP listener; every client joins (one at a time in point-to-point mode).",
+               ("socket,id=n0,connect=127.0.0.1:PORT",
+                "stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=PORT")),
+    TargetForm("unix:PATH", "unix stream client, the same framing (e.g. passt).",
+               ("stream,id=n0,server=on,addr.type=unix,addr.path=PATH",)),
+    TargetForm("unix-listen:PATH", "unix stream listener.",
+               ("stream,id=n0,server=off,addr.type=unix,addr.path=PATH",)),
+    TargetForm("unixgram:LOCAL:REMOTE",
+               "unix datagrams: bind LOCAL, send to REMOTE (without :REMOTE, reply to the last "
+               "sender).",
+               (("dgram,id=n0,local.type=unix,local.path=REMOTE,remote.type=unix,"
+                 "remote.path=LOCAL"),)),
+    TargetForm("tap:NAME[,OPTS]",
+               "an existing tap device; a persistent tap made for you "
+               "(ip tuntap add NAME mode tap user YOU [multi_queue]) needs no root.",
+               ("tap,id=n0,ifname=NAME,script=no,downscript=no",)),
+    TargetForm("BRIDGE[,OPTS]",
+               "a bridge name (br0, br-lan, vmbr0.10): a new tap with the bridge's MTU, up "
+               "and enslaved to it, removed at exit. Needs root (CAP_NET_ADMIN)."),
+)
+
+# Said once after the forms, in --help and in the man page.
+TARGET_NOTES: tuple[str, ...] = (
+    ("OPTS of a tap or bridge: queues=N (a multi-queue tap, one descriptor per queue), "
+     "offload=off (never take GSO super-frames from the kernel). Taps use vnet headers as "
+     "qemu's vhost-net does; between two taps (point to point) 64 KiB TSO frames pass "
+     "unsegmented."),
+    "A PATH starting with @ names an abstract unix socket.",
+)
+
+
+def wrap_netdev(value: str, width: int) -> list[str]:
+    """A `-netdev` value cut after commas into lines of at most width (a part may exceed)."""
+    lines = [""]
+    for part in value.split(","):
+        piece = part if not lines[-1] else "," + part
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines[-1] += ","
+            lines.append(part)
+        else:
+            lines[-1] += piece
+    return lines
+
+
+def target_help(width: int = 100) -> str:
+    """The `targets:` section of --help, from TARGET_FORMS and TARGET_NOTES."""
+    col = 25  # where meanings start: the longer syntaxes get a line of their own
+    out = ["targets:"]
+    for form in TARGET_FORMS:
+        text = textwrap.wrap(form.meaning, width - col)
+        head = "  " + form.syntax
+        if len(head) + 2 <= col:
+            out.append(head.ljust(col) + text[0])
+        else:
+            out += [head, " " * col + text[0]]
+        out += [" " * col + line for line in text[1:]]
+        for netdev in form.qemu:
+            lines = wrap_netdev(netdev, width - col - 19)
+            out.append(" " * (col + 2) + "qemu -netdev " + lines[0])
+            out += [" " * (col + 15) + line for line in lines[1:]]
+    for note in TARGET_NOTES:
+        out += textwrap.wrap(note, width, initial_indent="  ", subsequent_indent="  ")
+    return "\n".join(out)
+
+
+TARGET_HELP = target_help()
+
+# The peer of `LPORT::SPORT`: netrelay's TODO says an empty address means this one.
+LOCAL_UDP_HOST = "127.0.0.1"
 _PORT = re.compile(r"[0-9]{1,5}\Z")
 # Linux interface names: 1-15 bytes, no '/', ':', or white space; not "." or "..".
 _IFNAME = re.compile(r"[^/:\s]{1,15}\Z")
@@ -228,6 +294,19 @@ def _tap_options(arg: str, text: str) -> tuple[str, int, bool]:
     return name, queues, offload
 
 
+def _local_udp(arg: str, lport_s: str, sport_s: str) -> UDPTarget:
+    """`LPORT::SPORT` (netrelay's TODO): UDP with 127.0.0.1, both ports given and distinct."""
+    if not lport_s or not sport_s:
+        raise TargetError(arg, "LPORT::SPORT (UDP on 127.0.0.1) needs both ports "
+                               "(to omit one, name the host: LPORT:HOST: or :HOST:SPORT)")
+    lport = _port(arg, lport_s, "listening port")
+    sport = _port(arg, sport_s, "sending port")
+    if lport == sport:
+        raise TargetError(arg, f"LPORT::SPORT needs two different ports: port {lport} "
+                               f"would send every frame back to itself")
+    return UDPTarget(lport, LOCAL_UDP_HOST, sport)
+
+
 def parse_listen(arg: str) -> TCPListenTarget | UnixListenTarget:
     """Parse the value of -l: PORT, HOST:PORT, [V6]:PORT or unix:PATH."""
     if arg.startswith("unix:"):
@@ -271,6 +350,8 @@ def parse_target(arg: str) -> Target:
         return TCPTarget(_host(arg, parts[0]), _port(arg, parts[1], "port"))
     if len(parts) == 3:
         lport_s, host, sport_s = parts
+        if not host:
+            return _local_udp(arg, lport_s, sport_s)
         if not lport_s and not sport_s:
             raise TargetError(arg, "UDP needs a listening port, a sending port, or both")
         lport = _port(arg, lport_s or sport_s, "listening port")
