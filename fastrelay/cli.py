@@ -15,6 +15,9 @@ from .control import query
 from .daemon import run_daemon, setup_daemon_logging
 from .errors import ConfigError, RelayError
 from .relay import RelayOptions, run
+from .stats_table import add_arguments as add_stats_arguments
+from .stats_table import misplaced_options as misplaced_stats_options
+from .stats_table import run_stats
 from .targets import TARGET_HELP, Target, TCPListenTarget, parse_listen, parse_target
 
 __all__ = ["main", "build_parser"]
@@ -25,8 +28,8 @@ fastrelay [-v]... [options] SRC DEST          point to point (netrelay SRC DEST)
        fastrelay                                    hub on 127.0.0.1:%d, no configuration
        fastrelay [-v]... --config FILE              daemon: every link and hub of FILE
        fastrelay --check FILE                       validate FILE, start nothing
-       fastrelay stats [--control PATH | --config FILE] [--prometheus]
-                                                    counters of the running daemon""" % (
+       fastrelay stats [-v] [--json | --prometheus] [--watch [SECONDS] [--count N]]
+                       [--control PATH | --config FILE]   counters of the running daemon""" % (
     defaults.DEFAULT_HUB_PORT)
 
 EPILOG = TARGET_HELP + """
@@ -133,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with `stats`: the daemon's control socket "
                              f"(default: from --config, else {defaults.CONTROL_SOCKET})")
     parser.add_argument("--prometheus", action="store_true",
-                        help="with `stats`: Prometheus text instead of JSON")
+                        help="with `stats`: Prometheus text instead of the table")
+    add_stats_arguments(parser)
     parser.add_argument("--version", action="version", version=f"fastrelay {__version__}")
     return parser
 
@@ -174,7 +178,7 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
-def _stats(args: argparse.Namespace) -> int:
+def _stats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`fastrelay stats`: ask the running daemon for its counters, print them."""
     path = args.control
     if path is None and args.config is not None:
@@ -182,9 +186,14 @@ def _stats(args: argparse.Namespace) -> int:
         if config.daemon.control is None:
             raise RelayError(f"{args.config}: no [daemon] control socket configured")
         path = config.daemon.control
-    answer = query(path or defaults.CONTROL_SOCKET, "metrics" if args.prometheus else "stats")
-    sys.stdout.write(answer)
-    return 0
+    if args.json and args.prometheus:
+        parser.error("stats: --json and --prometheus: choose one")
+    if args.count is not None and args.watch is None:
+        parser.error("stats: --count N goes with --watch")
+    socket_path = path or defaults.CONTROL_SOCKET
+    return run_stats(lambda command: query(socket_path, command),
+                     raw="metrics" if args.prometheus else "stats" if args.json else None,
+                     watch=args.watch, count=args.count, verbose=args.verbosity >= 1)
 
 
 def _daemon(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -208,9 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `fastrelay stats` alone is no netrelay form (one target, no -l), so the word
         # can name the command without changing what any netrelay command line means.
         if args.targets == ["stats"] and args.listen is None:
-            return _stats(args)
-        if args.control is not None or args.prometheus:
-            parser.error("--control and --prometheus go with `fastrelay stats`")
+            return _stats(parser, args)
+        misplaced = misplaced_stats_options(args)
+        if misplaced:
+            parser.error(f"{', '.join(misplaced)}: only with `fastrelay stats`")
         if args.config is not None:
             return _daemon(parser, args)
     except ConfigError as exc:

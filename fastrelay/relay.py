@@ -17,6 +17,7 @@ from .endpoints import Endpoint, make_endpoint
 from .errors import StartError
 from .ratelimit import RateLimitedLog
 from .stats import EndpointStats, Totals, format_totals
+from .stats_table import port_lines
 from .targets import Target
 
 log = logging.getLogger("fastrelay")
@@ -255,15 +256,21 @@ class Relay:
         print(f"fastrelay: {line}", file=sys.stderr, flush=True)
 
     async def report(self, emit: Callable[[str], None]) -> None:
-        """-v: one line of live counters per interval, only when something moved."""
+        """-v: one line of live counters per interval, only when something moved; a hub
+        adds a line per port (the lossiest and busiest first), to show who loses frames."""
         last = None
+        ports_before: dict[str, dict[str, int]] | None = None
         while True:
             await asyncio.sleep(defaults.STATS_INTERVAL)
             totals = self.totals()
+            ports = [(port.name, port.stats()) for port in self.hub.ports]
             line = format_totals(totals, last, defaults.STATS_INTERVAL)
             if last is None or totals.as_tuple() != last.as_tuple():
                 emit(line)
-            last = totals
+                if not self.point_to_point:
+                    for text in port_lines(ports, ports_before, defaults.STATS_INTERVAL):
+                        emit(text)
+            last, ports_before = totals, dict(ports)
 
 
 def run(targets: Sequence[Target], options: RelayOptions, *, point_to_point: bool) -> int:

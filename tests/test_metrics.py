@@ -176,8 +176,8 @@ listen = "{LOOP4}:{free_port()}"
     assert _get(base + "/metrics", method="POST")[0] == 405
 
     # `fastrelay stats`, through the control socket, by path and through the config file.
-    out = subprocess.run([sys.executable, "-m", "fastrelay", "stats", "--control", ctl],
-                         capture_output=True, timeout=20, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "fastrelay", "stats", "--control", ctl,
+                          "--json"], capture_output=True, timeout=20, check=True).stdout
     assert json.loads(out)["links"][0]["endpoints"][0]["rx_frames"] == 300
     out = subprocess.run([sys.executable, "-m", "fastrelay", "stats", "--config", proc.config,
                           "--prometheus"], capture_output=True, timeout=20, check=True).stdout
