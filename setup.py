@@ -39,6 +39,9 @@ extension = Extension(
 )
 
 setup(
+    # The manual page (written by `python -m fastrelay.manpage`, committed so that a clean
+    # checkout builds without running fastrelay): `man fastrelay` once installed.
+    data_files=[("share/man/man1", ["fastrelay.1"])],
     ext_modules=cythonize(
         [extension],
         build_dir=BUILD_DIR,
