@@ -253,3 +253,33 @@ def test_stats_usage_errors(args: list[str], text: str) -> None:
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 2
     assert text in result.stderr
+
+
+def test_stats_watch_on_a_terminal_redraws_in_place(daemon_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import pty
+
+    ctl = str(tmp_path / "ctl.sock")
+    daemon_process(_daemon_config(ctl, free_port(), free_port(kind=socket.SOCK_DGRAM), 9))
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "fastrelay", "stats", "--control", ctl,
+                               "--watch", "0.2", "--count", "2"], check=False, stdout=slave,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=20)
+        assert proc.returncode == 0, proc.stderr
+        # The program has exited: everything it wrote waits in the terminal's buffer.
+        os.set_blocking(master, False)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 1 << 16)
+            except BlockingIOError:
+                break
+            out += chunk
+    finally:
+        os.close(slave)
+        os.close(master)
+    # Each table starts by going home and clearing the screen, as top and watch do.
+    tables = out.decode().split("\x1b[H\x1b[2J")
+    assert tables[0] == "" and len(tables) == 3
+    assert all("LINK " in t for t in tables[1:])
