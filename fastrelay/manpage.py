@@ -201,13 +201,14 @@ def _option_tag(action: argparse.Action) -> str:
 
 
 def _options(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option of the parser, with its help text as --help shows it (defaults filled)."""
     out = []
     formatter = parser._get_formatter()
     for action in parser._actions:
         if not action.option_strings or action.help == argparse.SUPPRESS:
             continue
         text = formatter._expand_help(action) if action.help else ""
-        out += _tagged(_option_tag(action), text[:1].upper() + text[1:] + ".")
+        out += _tagged(_option_tag(action), text if text.endswith(".") else text + ".")
     return out
 
 
@@ -215,8 +216,7 @@ def _targets() -> list[str]:
     out = [_inline("A target is one side of a point-to-point link or an endpoint of a hub. "
                    "Under each form, the qemu -netdev values that pair with it.")]
     for form in TARGET_FORMS:
-        out += _tagged(f"\\fB{_escape(form.syntax)}\\fR", form.meaning[:1].upper()
-                       + form.meaning[1:])
+        out += _tagged(f"\\fB{_escape(form.syntax)}\\fR", form.meaning)
         for netdev in form.qemu:
             lines = wrap_netdev(netdev, NETDEV_WIDTH)
             # Indented under the paragraph's text (a .TP body is 7 in from the margin).
@@ -228,6 +228,7 @@ def _targets() -> list[str]:
 
 
 def _table(rows: tuple[tuple[str, str], ...], bold: bool = True) -> list[str]:
+    """(tag, text) rows as tagged paragraphs."""
     out = []
     for tag, text in rows:
         out += _tagged(f"\\fB{_escape(tag)}\\fR" if bold else _escape(tag), text)
