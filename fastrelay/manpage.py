@@ -48,7 +48,13 @@ CONFIG_KEYS: tuple[tuple[str, str, str], ...] = (
     ("defaults", "connect_timeout", "seconds a TCP or unix connect may take."),
     ("defaults", "queue",
      "backlog bound of each port; whole frames past it drop (counted as queue full)."),
+    ("defaults", "queue_total",
+     ("backlog bound of all ports of the link or hub together; a frame it cannot take drops "
+      "(counted).")),
     ("defaults", "max_frame", "longest frame accepted (qemu's limit)."),
+    ("defaults", "max_clients",
+     "clients one listener serves at once; the next is accepted and closed at once (counted)."),
+    ("defaults", "max_clients_total", "clients of all listeners of the link or hub together."),
     ("defaults", "bind",
      "local address of UDP targets and of a bare listen port; by default every address."),
     ("link.NAME", "endpoints",
@@ -261,7 +267,7 @@ def _config_default(section: str, key: str) -> str:
     value = getattr(holder, key, None)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if key == "queue" and isinstance(value, int) and value % (1 << 20) == 0:
+    if key.startswith("queue") and isinstance(value, int) and value % (1 << 20) == 0:
         return f'"{value >> 20}M"'
     return "" if value is None else str(value)
 
