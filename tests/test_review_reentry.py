@@ -35,8 +35,8 @@ ALLOCATORS = pytest.mark.parametrize("malloc", ["pymalloc", "debug"])
 
 
 def run_child(body: str, malloc: str) -> subprocess.CompletedProcess[str]:
-    """Run PRELUDE + body in a child; malloc "debug" fills freed memory, so a use after free
-    shows as an abort or a crash, never as a pass."""
+    """Run PRELUDE + body in a child; malloc "debug" fills freed memory (most uses after
+    free then crash or abort)."""
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONMALLOC=malloc)
     return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], env=env,
                           check=False,
@@ -136,5 +136,32 @@ def test_hub_closed_by_on_close_during_poll() -> None:
         assert closed == ["X"], closed
         assert hub.ports == []
         print("survived", closed)
+    """, "pymalloc")
+    assert_survived(proc)
+
+
+def test_poll_from_inside_poll_is_refused() -> None:
+    """A nested poll() would overwrite the events the outer one is still handling (and free
+    the ports it keeps alive): it raises instead, and the outer poll() ends cleanly."""
+    proc = run_child("""
+        errors = []
+        def on_close(port, reason, fault):
+            try:
+                hub.poll()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+        hub = Hub(on_close=on_close)
+        peers = []
+        for name in ("X", "Y", "Z"):
+            mine, peer = socket.socketpair()
+            mine.setblocking(False)
+            hub.add(StreamPort(mine.detach(), name))
+            peers.append(peer)
+        for peer in peers:
+            peer.close()
+        hub.poll()
+        assert hub.ports == [] and len(errors) == 3, (hub.ports, errors)
+        assert "inside Hub.poll()" in errors[0]
+        print("survived", errors)
     """, "pymalloc")
     assert_survived(proc)
