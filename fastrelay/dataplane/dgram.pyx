@@ -161,6 +161,8 @@ cdef class DatagramPort(Port):
                 self.peer_len = self.rx_msgs[n - 1].msg_hdr.msg_namelen
             if batch.count:
                 self.hub.forward(self, batch)
+                if self.fd < 0:
+                    return 0  # closed meanwhile (by an on_close callback): hub is None
             if n < DGRAM_BATCH:
                 break
         return 0
