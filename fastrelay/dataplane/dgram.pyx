@@ -161,6 +161,8 @@ cdef class DatagramPort(Port):
                 self.peer_len = self.rx_msgs[n - 1].msg_hdr.msg_namelen
             if batch.count:
                 self.hub.forward(self, batch)
+                if self.fd < 0:
+                    return 0  # closed meanwhile (by an on_close callback): hub is None
             if n < DGRAM_BATCH:
                 break
         return 0
@@ -367,5 +369,12 @@ cdef class DatagramPort(Port):
                 pos += HDR_LEN + lengths[i]
             q.advance(pos, NULL)  # counted by send_frames, as sent or as dropped
             if sent < n:
+                if not self.can_wait and not (self.unix_fixed and self.try_connect()):
+                    # The peer went away meanwhile (a new socket at its path, say) and no
+                    # connection tells when it has room: an unconnected unix socket is
+                    # always writable, so waiting would wake the hub for ever. What waits
+                    # drops, as deliver() drops for such a peer.
+                    self.drop_queue += q.frames
+                    q.advance(q.tail - q.head, NULL)
                 break
         return self.after_flush()

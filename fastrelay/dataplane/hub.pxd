@@ -7,6 +7,7 @@ cdef class Hub:
         list closing             # ports closed during the current poll(), kept alive to its end
         list paused              # ports whose reading is suspended for back-pressure
         bint draining            # stop_reading() was called: no port is read again
+        bint polling             # inside poll(): `closing` must outlive its events
         readonly QueueBudget budget  # memory every port's backlog draws from
         readonly Switch switch   # where each frame goes (a hub: forwarding off, flood all)
         list slots               # the attached Port of each switch slot, or None

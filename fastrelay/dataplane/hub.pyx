@@ -146,7 +146,10 @@ cdef class Hub:
         """Detach and close every port (no callbacks)."""
         for port in list(self.live):
             self.remove(port)
-        self.closing = []
+        if not self.polling:
+            # Called from a callback inside poll(), the ports must stay alive until poll()
+            # has gone through its events (each names its port by a borrowed pointer).
+            self.closing = []
 
     def poll(self):
         """Handle every ready port once; call when fileno() is readable. Returns events handled."""
@@ -154,11 +157,15 @@ cdef class Hub:
         cdef uint32_t ev
         cdef uint64_t data
         cdef Port port
+        if self.polling:
+            # From a callback: a nested epoll_wait() would overwrite the events being handled.
+            raise RuntimeError("Hub.poll() called from inside Hub.poll()")
         n = epoll_wait(self.epfd, self.events, EVENTS_MAX, 0)
         if n < 0:
             if errno == EINTR:
                 return 0
             PyErr_SetFromErrno(OSError)
+        self.polling = True
         try:
             for i in range(n):
                 data = self.events[i].data.u64
@@ -188,6 +195,7 @@ cdef class Hub:
                 elif ev & EPOLLIN and port.armed & EPOLLIN and self.should_read(port):
                     port.on_readable()
         finally:
+            self.polling = False
             if self.closing:
                 self.closing = []
             if self.switch.ev_count and self.on_event is not None:

@@ -31,6 +31,8 @@ cdef class StreamPort(Port):
             return self.read_stream()
         finally:
             self.rx.finish()
+            if self.fd < 0:
+                self.rx.drop_carry()  # closed while reading: nothing will complete it
 
     cdef int read_stream(self) except -1:
         cdef Py_ssize_t room, n
@@ -57,6 +59,10 @@ cdef class StreamPort(Port):
                 status = self.rx.scan(batch)
                 if batch.count:
                     self.hub.forward(self, batch)
+                    if self.fd < 0:
+                        # Closed meanwhile (an on_close callback may close any port):
+                        # hub is None now and the rest is nobody's.
+                        return 0
             self.rx.consume()
             if self.rx.runts:
                 self.drop_invalid += self.rx.runts
