@@ -28,7 +28,7 @@ ACCEPT_RETRY_MAX = 2.0
 # Listeners: clients served at once by one listener, and by all listeners of one relay
 # (hub or link) together; the next client is accepted and closed at once (counted).
 MAX_CLIENTS = 1024
-MAX_CLIENTS_TOTAL = 4096
+MAX_CLIENTS_TOTAL = 4000
 
 # Ranges of the numeric options, on the command line and in the config file alike: a
 # value outside them (or inf, nan) is refused with one line. Seconds are bounded so that
@@ -40,7 +40,9 @@ FACTOR_RANGE = (1.0, 10.0)            # reconnect_factor
 JITTER_RANGE = (0.0, 1.0)             # reconnect_jitter (a share of the delay)
 CONNECT_TIMEOUT_RANGE = (0.01, 600.0)
 STOP_TIMEOUT_RANGE = (0.0, 60.0)
-CLIENTS_RANGE = (1, 1_000_000)        # max_clients, max_clients_total
+# max_clients, max_clients_total: a hub holds at most 4096 ports (its switch's slots,
+# dataplane/switch.pxd), and its other targets need a few of them.
+CLIENTS_RANGE = (1, 4000)
 # Socket buffers asked for datagram ports: bursts of a VM outrun the default 208 KiB.
 DGRAM_SOCKET_BUFFER = 4 * 1024 * 1024
 # How often -v prints counters (seconds).

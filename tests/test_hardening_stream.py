@@ -96,3 +96,56 @@ def test_lone_peer_that_leaves_still_delivers_its_frames(inprocess_relay, leave:
     assert r.thread.is_alive(), "the relay ended before its second side connected"
     b = StreamPeer.connect((LOOP4, p2))
     assert b.recv(len(frames)) == frames
+
+
+def test_half_sent_frames_draw_on_the_budget_and_past_it_close_the_client() -> None:
+    """A client that sends part of a frame holds that part between reads, charged to the
+    relay's QueueBudget; when the budget cannot grant it, that client is closed (its
+    stream cannot be followed past a forgotten half frame) and the others go on."""
+    import socket as sk
+    import time
+
+    from fastrelay._core import Hub, QueueBudget, StreamPort
+
+    closed: list[str] = []
+    hub = Hub(on_close=lambda port, reason, fault: closed.append(reason),
+              budget=QueueBudget(12288))
+    pairs = [sk.socketpair() for _ in range(3)]
+    ports = []
+    for i, (ours, _) in enumerate(pairs):
+        ours.setblocking(False)
+        ports.append(StreamPort(ours.detach(), f"client {i}"))
+        hub.add(ports[-1])
+    frame = b"\x02" * 60 + b"\x01" * 9940              # 10,000 bytes
+    half = len(frame).to_bytes(4, "big") + frame[:5000]  # an incomplete record
+    try:
+        pairs[0][1].sendall(half)                    # 8 KiB of carry: granted
+        for _ in range(20):
+            hub.poll()
+            time.sleep(0.005)
+        assert hub.budget.used == 8192 and not closed
+        pairs[1][1].sendall(half)                    # another 8 KiB: the budget is spent
+        for _ in range(20):
+            hub.poll()
+            time.sleep(0.005)
+        assert closed == ["memory budget spent: cannot keep the 5004 bytes of an "
+                          "incomplete frame"], closed
+        assert ports[1].closed and not ports[0].closed
+        pairs[0][1].sendall(frame[5000:])            # the first client completes its frame
+        pairs[2][1].setblocking(False)
+        got = b""
+        deadline = time.monotonic() + 5
+        while len(got) < 4 + len(frame) and time.monotonic() < deadline:
+            hub.poll()
+            try:
+                got += pairs[2][1].recv(65536)
+            except BlockingIOError:
+                time.sleep(0.005)
+        assert got == len(frame).to_bytes(4, "big") + frame
+        for _ in range(5):
+            hub.poll()
+        assert hub.budget.used == 0                  # the carry went back
+    finally:
+        hub.close()
+        for _, theirs in pairs:
+            theirs.close()

@@ -40,28 +40,40 @@ cdef class FrameReassembler:
         self.carry_len = 0
 
     cdef int finish(self) except -1:
-        """Give the buffer back, keeping the incomplete record (if any) in carry."""
-        cdef Py_ssize_t rest = self.end - self.start, want
+        """Give the buffer back, keeping the incomplete record (if any) in carry.
+
+        Returns 1, or 0 when the budget could not grant the carry: the incomplete record is
+        then forgotten, the stream cannot be followed past it, and the owner must close it.
+        What lies before `scanned` was handed out already (even if forwarding was cut
+        short by an exception): it is forgotten, never offered twice.
+        """
+        cdef Py_ssize_t rest = self.end - self.scanned, want
         cdef char *bigger
+        cdef int kept = 1
         if rest > self.carry_cap:
-            want = rest if rest > 4096 else 4096
-            if self.budget is not None:
-                self.budget.take(want - self.carry_cap, True)  # framing depends on it
-            bigger = <char *>PyMem_RawRealloc(self.carry, want)
-            if bigger == NULL:
-                raise MemoryError()
-            self.carry = bigger
-            self.carry_cap = want
+            want = (rest + 4095) & ~4095
+            if self.budget is not None and not self.budget.take(want - self.carry_cap, False):
+                self.budget.refused += 1
+                kept = 0
+                rest = 0
+            else:
+                bigger = <char *>PyMem_RawRealloc(self.carry, want)
+                if bigger == NULL:
+                    if self.budget is not None:
+                        self.budget.give(want - self.carry_cap)
+                    raise MemoryError()
+                self.carry = bigger
+                self.carry_cap = want
         if overflows(rest, self.carry_cap, "stream carry"):
             raise MemoryError()
         if rest:
-            memcpy(self.carry, self.buf + self.start, rest)
+            memcpy(self.carry, self.buf + self.scanned, rest)
         elif self.carry_cap:
             self.drop_carry()
         self.carry_len = rest
         self.buf = NULL
         self.start = self.end = self.scanned = 0
-        return 0
+        return kept
 
     cdef void drop_carry(self):
         if self.carry != NULL:

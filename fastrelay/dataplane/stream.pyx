@@ -26,13 +26,22 @@ cdef class StreamPort(Port):
 
     cdef int on_readable(self) except -1:
         """Read up to READS_PER_EVENT times into the hub's receive buffer, forwarding as we go."""
+        cdef int kept = 1
+        cdef Py_ssize_t partial = 0
         self.rx.begin(self.hub.rxbuf, self.hub.budget)
         try:
-            return self.read_stream()
+            self.read_stream()
         finally:
-            self.rx.finish()
+            partial = self.rx.end - self.rx.scanned
+            kept = self.rx.finish()
             if self.fd < 0:
                 self.rx.drop_carry()  # closed while reading: nothing will complete it
+        if not kept and self.fd >= 0:
+            # The budget is spent (many ports hold queues or half frames): this peer's
+            # half-sent frame cannot be kept, so the stream cannot be followed: close it.
+            return self.fail(f"memory budget spent: cannot keep the {partial} bytes of an "
+                             f"incomplete frame")
+        return 0
 
     cdef int read_stream(self) except -1:
         cdef Py_ssize_t room, n
