@@ -125,6 +125,9 @@ class Host:
 
 
 def _read_bridge_nf() -> dict[str, bool] | str:
+    if not os.path.isdir("/proc/sys/net"):
+        # Without /proc/sys, a missing net/bridge says nothing about br_netfilter.
+        return "/proc/sys/net is not visible here (a sandbox: systemd's ProcSubset=pid)"
     values: dict[str, bool] = {}
     for name, _, _ in _NF_CALLS:
         path = f"{_BRIDGE_NF}/bridge-nf-call-{name}"
@@ -310,3 +313,4 @@ async def warn_port(tap: str, max_frame: int) -> None:
             log.warning("%s", finding)
         else:
             log.info("%s", finding)
+    log.debug("%s: bridge checks done, %d problem(s)", tap, sum(f.problem for f in findings))

@@ -1,4 +1,4 @@
-"""Host firewall rules that bridged frames meet: read with nft (or iptables-save), judged per bridge.
+"""Host firewall rules that bridged frames meet: read with nft or iptables-save, judged per bridge.
 
 Theory of operation. With br_netfilter loaded and `bridge-nf-call-iptables` (or
 `-ip6tables`) on, every IPv4 (IPv6) frame crossing a bridge also passes the FORWARD hook
@@ -9,7 +9,7 @@ ports as interfaces. The rules are read once per check, in this order:
 - `nft -j list ruleset` when the nft binary exists: native nftables and iptables-nft
   rules alike (iptables-nft keeps its rules in nftables);
 - plus `iptables-legacy-save` / `ip6tables-legacy-save` when legacy x_tables are in use
-  in this namespace (`/proc/net/ip_tables_names` not empty): nft cannot see those;
+  in this namespace (`/proc/self/net/ip_tables_names` not empty): nft cannot see those;
 - else `iptables-save` and `ip6tables-save`.
 
 Each base chain on the forward hook is walked in order, following jumps, for one bridge:
@@ -43,8 +43,8 @@ _BRIDGE_KEYS = frozenset({"ibrname", "obrname"})
 _NEUTRAL = frozenset({"counter", "log", "comment", "notrack", "mangle"})
 _DROPS = frozenset({"drop", "reject"})
 # Legacy x_tables in use in this namespace list their tables here (one name a line).
-_LEGACY = (("iptables-legacy-save", "/proc/net/ip_tables_names", "ip"),
-           ("ip6tables-legacy-save", "/proc/net/ip6_tables_names", "ip6"))
+_LEGACY = (("iptables-legacy-save", "/proc/self/net/ip_tables_names", "ip"),
+           ("ip6tables-legacy-save", "/proc/self/net/ip6_tables_names", "ip6"))
 _SAVE = (("iptables-save", "ip"), ("ip6tables-save", "ip6"))
 
 
