@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._core import FRAME_MAX_LEN
+from .errors import RelayError
 from .firewall import Block, FirewallUnreadable, Ruleset, blocks, nft_available, read_ruleset
 
 log = logging.getLogger("fastrelay")
@@ -259,24 +260,27 @@ def _check_bridge(name: str, host: Host, max_frame: int, tap: str | None = None)
     return findings + nf_findings + _check_firewall(bridge, ports, host, families)
 
 
-def _host_or_finding(where: str) -> Host | Finding:
-    """A Host with the namespace's links, or the finding saying why there is none."""
+def _read_host() -> Host | str:
+    """A Host with the namespace's links, or why the links cannot be read."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     try:
         return Host(links=read_links())
     except NetlinkError as exc:
-        return _unchecked(where, "the interfaces", os.strerror(exc.code))
+        return f"netlink: {os.strerror(exc.code)}"
     except OSError as exc:
-        return _unchecked(where, "the interfaces", exc.strerror or str(exc))
+        return f"netlink: {exc.strerror or exc}"
 
 
 def check_bridges(names: Sequence[str] = (), *,
                   max_frame: int = FRAME_MAX_LEN) -> dict[str, list[Finding]]:
-    """Findings for each bridge named (none: every bridge of this namespace)."""
-    host = _host_or_finding(", ".join(names) or "bridges")
-    if isinstance(host, Finding):
-        return {name: [host] for name in names or [host.where]}
+    """Findings for each bridge named (none: every bridge of this namespace).
+
+    RelayError when the interfaces cannot be read at all: then nothing was checked.
+    """
+    host = _read_host()
+    if isinstance(host, str):
+        raise RelayError(f"doctor: cannot read the interfaces ({host})")
     if not names:
         names = sorted(n for n, link in host.links.items() if link.kind == "bridge")
     return {name: _check_bridge(name, host, max_frame) for name in names}
@@ -284,9 +288,9 @@ def check_bridges(names: Sequence[str] = (), *,
 
 def check_port(tap: str, *, max_frame: int = FRAME_MAX_LEN) -> list[Finding]:
     """Findings for a tap of ours: its bridge's checks, or just its MTU when it has none."""
-    host = _host_or_finding(tap)
-    if isinstance(host, Finding):
-        return [host]
+    host = _read_host()
+    if isinstance(host, str):
+        return [_unchecked(tap, "the interfaces", host)]
     link = host.links.get(tap)
     if link is None:
         return [_unchecked(tap, "the tap", os.strerror(errno.ENODEV))]
