@@ -31,7 +31,7 @@ fastrelay [-v]... [options] SRC DEST          point to point (netrelay SRC DEST)
        fastrelay --check FILE                       validate FILE, start nothing
        fastrelay stats [-v] [--json | --prometheus] [--watch [SECONDS] [--count N]]
                        [--control PATH | --config FILE]   counters of the running daemon
-       fastrelay doctor [--max-frame N] [BRIDGE...] check the host's bridges""" % (
+       fastrelay doctor [--max-frame N] [BRIDGE...]  check the host's bridges""" % (
     defaults.DEFAULT_HUB_PORT)
 
 EPILOG = TARGET_HELP + """
