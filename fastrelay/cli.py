@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -29,7 +30,8 @@ fastrelay [-v]... [options] SRC DEST          point to point (netrelay SRC DEST)
        fastrelay [-v]... --config FILE              daemon: every link and hub of FILE
        fastrelay --check FILE                       validate FILE, start nothing
        fastrelay stats [-v] [--json | --prometheus] [--watch [SECONDS] [--count N]]
-                       [--control PATH | --config FILE]   counters of the running daemon""" % (
+                       [--control PATH | --config FILE]   counters of the running daemon
+       fastrelay doctor [--max-frame N] [BRIDGE...]  check the host's bridges""" % (
     defaults.DEFAULT_HUB_PORT)
 
 EPILOG = TARGET_HELP + """
@@ -196,6 +198,48 @@ def _stats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                      watch=args.watch, count=args.count, verbose=args.verbosity >= 1)
 
 
+def _is_doctor(args: argparse.Namespace) -> bool:
+    """Whether the command line is `fastrelay doctor [BRIDGE...]`.
+
+    `fastrelay doctor BR` is also netrelay's form for relaying bridge "doctor" to bridge
+    BR: that meaning wins when an interface named "doctor" exists.
+    """
+    if args.listen is not None or args.targets[:1] != ["doctor"]:
+        return False
+    if len(args.targets) != 2:
+        return True
+    try:
+        socket.if_nametoindex("doctor")
+    except OSError:
+        return True
+    return False
+
+
+def _doctor(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`fastrelay doctor [BRIDGE...]`: each finding on a line; 1 when one is a problem."""
+    from .doctor import check_bridges
+
+    given = [o for o in _link_options_given(args) if o != "--max-frame"]
+    if given or args.config or misplaced_stats_options(args):
+        parser.error("doctor takes bridge names and --max-frame only")
+    report = check_bridges(args.targets[1:], max_frame=args.max_frame or FRAME_MAX_LEN)
+    if not report:
+        raise RelayError("doctor: no bridge in this network namespace (name one: "
+                         "fastrelay doctor BRIDGE)")
+    status = 0
+    for bridge, findings in report.items():
+        for finding in findings:
+            print(finding)
+        problems = sum(f.problem for f in findings)
+        if problems:
+            status = 1
+        elif findings:
+            print(f"{bridge}: no problem found, but {len(findings)} check(s) could not be made")
+        else:
+            print(f"{bridge}: OK")
+    return status
+
+
 def _daemon(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """--config FILE: validate, then run every link and hub of FILE until stopped."""
     if args.targets:
@@ -210,7 +254,12 @@ def _daemon(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.targets[:1] == ["doctor"] and not any(a.startswith("-") for a in extra):
+        # `doctor --max-frame N BRIDGE...`: argparse ends the positionals at the option.
+        args.targets += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.check is not None:
             return _check(parser, args)
@@ -218,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # can name the command without changing what any netrelay command line means.
         if args.targets == ["stats"] and args.listen is None:
             return _stats(parser, args)
+        if _is_doctor(args):
+            return _doctor(parser, args)
         misplaced = misplaced_stats_options(args)
         if misplaced:
             parser.error(f"{', '.join(misplaced)}: only with `fastrelay stats`")

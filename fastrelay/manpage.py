@@ -157,9 +157,11 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
 
 EXIT_STATUS: tuple[tuple[str, str], ...] = (
     ("0", ("stopped by SIGTERM or SIGINT; point to point, a side ended (without "
-           "--reconnect); --check found the file valid; stats printed.")),
+           "--reconnect); --check found the file valid; stats printed; doctor found no "
+           "problem.")),
     ("1", ("could not start or went wrong: a port in use, a connection refused, no such "
-           "bridge, a config file with problems, no daemon at the control socket.")),
+           "bridge, a config file with problems, no daemon at the control socket; doctor "
+           "found a problem.")),
     ("2", "usage: an unknown option, a bad value, a target that does not parse."),
     ("130", "interrupted while starting."),
 )
@@ -308,6 +310,20 @@ def _stats() -> list[str]:
         "its metrics.")]
 
 
+def _doctor() -> list[str]:
+    return [_inline(
+        "`fastrelay doctor [BRIDGE...]` checks the host settings that keep frames from "
+        "crossing a bridge, for the bridges named or every bridge of the network namespace, "
+        "and prints one line per finding with its fix, or BRIDGE: OK: the "
+        "net.bridge.bridge-nf-call-iptables, -ip6tables and -arptables sysctls (bridged "
+        "frames then pass the host firewall); a forward chain whose policy or rule drops "
+        "the bridge's frames (read with nft, else iptables-save); the bridge missing or "
+        "down; no port of it up; a port's MTU unlike the bridge's; --max-frame below the "
+        "MTU plus 14 (plus 4 on a VLAN-filtering bridge). A check it cannot make (the "
+        "firewall needs root) is a line saying why. The same checks run when a bridge or "
+        "tap target starts, each problem logged as a warning.")]
+
+
 def _examples() -> list[str]:
     out = []
     for text, commands in EXAMPLES:
@@ -351,6 +367,7 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
         ".SH TARGETS", *_targets(),
         ".SH CONFIGURATION", *_config(),
         ".SH COUNTERS", *_stats(),
+        ".SH BRIDGE CHECKS", *_doctor(),
         ".SH SIGNALS", *_table(SIGNALS),
         ".SH FILES", *_table(FILES, bold=False),
         ".SH ENVIRONMENT", *_table(ENVIRONMENT),

@@ -8,6 +8,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from .._core import TapPort
+from ..doctor import warn_port
 from ..tapdev import TapDevice, create_bridge_tap, open_tap
 from ..targets import BridgeTarget, TapTarget
 from .base import Endpoint, adopt, log
@@ -82,6 +83,9 @@ class TapEndpoint(Endpoint):
         self.relay.attach(port, self)
         log.info("%s: %d queue(s), offloads %s", port.name, port.nqueues,
                  f"{dev.offload:#x}" if dev.offload else "off")
+        # The host settings that would keep frames from crossing the bridge (or the tap's
+        # MTU beyond --max-frame): warnings only, the port forwards meanwhile.
+        await warn_port(dev.name, self.relay.options.max_frame)
 
     def port_closed(self, port: Any, reason: str, fault: bool) -> None:
         port.close_queues()
