@@ -160,7 +160,11 @@ class Relay:
                                   connections=tally.connections,
                                   disconnects=tally.disconnects,
                                   reconnects=endpoint.reconnects, refused=endpoint.refused,
-                                  lost_bytes=tally.lost_bytes)
+                                  lost_bytes=tally.lost_bytes,
+                                  refused_allow=endpoint.refused_allow,
+                                  tls=bool(getattr(endpoint.target, "tls", False)),
+                                  handshakes=endpoint.handshakes,
+                                  handshake_failures=dict(endpoint.handshake_failures))
             for port, owner in self._owners.items():
                 if owner is endpoint:
                     totals.add(port)

@@ -98,7 +98,7 @@ async def handshake(session: TLSSession, timeout: float) -> None:
                 return
             ready: asyncio.Future[None] = loop.create_future()
 
-            def wake() -> None:
+            def wake(ready: asyncio.Future[None] = ready) -> None:
                 if not ready.done():
                     ready.set_result(None)
             if state == 1:
