@@ -31,14 +31,14 @@ def _write(path: str, data: bytes) -> str:
     return path
 
 
-class TestCA:
+class LocalCA:
     """A small CA (EC P-256) in directory `where`: issue() makes host certificates."""
 
     def __init__(self, where: str, name: str = "test-ca") -> None:
         self.where = where
         self.name = name
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
                      .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
                      .not_valid_before(now - datetime.timedelta(days=1))
@@ -51,7 +51,7 @@ class TestCA:
     def issue(self, name: str, dns: tuple[str, ...] = ("localhost",),
               ips: tuple[str, ...] = ("127.0.0.1", "::1")) -> Identity:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
         cert = (x509.CertificateBuilder().subject_name(_name(name))

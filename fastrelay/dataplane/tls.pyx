@@ -72,7 +72,10 @@ cdef class TLSContext:
         if SSL_CTX_use_certificate_chain_file(self.ctx, os.fsencode(cert)) != 1:
             raise TLSError(f"certificate {cert}: {_last_error('not a PEM certificate')}")
         if SSL_CTX_use_PrivateKey_file(self.ctx, os.fsencode(key), SSL_FILETYPE_PEM) != 1:
-            raise TLSError(f"key {key}: {_last_error('not a PEM private key')}")
+            why = _last_error('not a PEM private key')
+            if "mismatch" in why:
+                raise TLSError(f"key {key} does not match certificate {cert}")
+            raise TLSError(f"key {key}: {why}")
         if SSL_CTX_check_private_key(self.ctx) != 1:
             raise TLSError(f"key {key} does not match certificate {cert}: "
                            f"{_last_error('key values mismatch')}")
