@@ -16,7 +16,7 @@ from conftest import InProcessRelay, wait_bound, wait_until
 from peers import (LOOP4, StreamListener, StreamPeer, free_port, make_frame, random_frames,
                    track)
 from reference import frame_stream
-from tlscerts import Identity, LocalCA
+from tlscerts import CryptographyCA, Identity, LocalCA, OpensslCA
 
 from fastrelay.relay import RelayOptions
 from fastrelay.tls import TLSFiles, parse_allow
@@ -33,7 +33,14 @@ def pki(tmp_path):  # type: ignore[no-untyped-def]
             "other": other, "stranger": other.issue("stranger")}
 
 
-def tls_options(who: Identity, ca: LocalCA, **kw: object) -> RelayOptions:
+def test_openssl_made_certificates_work(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The fallback without `cryptography` (and the README's recipe) makes usable files."""
+    ca = OpensslCA(str(tmp_path), "cli-ca")
+    host = ca.issue("host")
+    TLSFiles(host.cert, host.key, ca.path).load()
+
+
+def tls_options(who: Identity, ca: CryptographyCA | OpensslCA, **kw: object) -> RelayOptions:
     return RelayOptions(tls=TLSFiles(who.cert, who.key, ca.path), **kw)  # type: ignore[arg-type]
 
 
@@ -62,7 +69,7 @@ def send_and_check(src: StreamPeer, dst: StreamPeer, frames: list[bytes]) -> Non
         sender.join(30)
 
 
-def client_context(ca: LocalCA, who: Identity | None) -> ssl.SSLContext:
+def client_context(ca: CryptographyCA | OpensslCA, who: Identity | None) -> ssl.SSLContext:
     """The standard library's TLS client: an implementation of its own to test against."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(ca.path)
@@ -71,7 +78,7 @@ def client_context(ca: LocalCA, who: Identity | None) -> ssl.SSLContext:
     return ctx
 
 
-def tls_connect(port: int, ca: LocalCA, who: Identity | None) -> ssl.SSLSocket:
+def tls_connect(port: int, ca: CryptographyCA | OpensslCA, who: Identity | None) -> ssl.SSLSocket:
     raw = socket.create_connection((LOOP4, port), timeout=5)
     return track(client_context(ca, who).wrap_socket(raw, server_hostname=LOOP4))
 

@@ -1,16 +1,24 @@
-"""Certificates for the TLS tests: a CA, hosts signed by it, a stranger CA, made per test run."""
+"""Certificates for the TLS tests: a CA, hosts signed by it, a stranger CA, made per test run.
+
+With the `cryptography` package when it is installed, else with the `openssl` command.
+"""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
 import os
+import subprocess
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    HAVE_CRYPTOGRAPHY = True
+except ImportError:  # pragma: no cover (depends on the machine)
+    HAVE_CRYPTOGRAPHY = False
 
 
 @dataclass
@@ -31,10 +39,45 @@ def _write(path: str, data: bytes) -> str:
     return path
 
 
-class LocalCA:
+def LocalCA(where: str, name: str = "test-ca") -> CryptographyCA | OpensslCA:  # noqa: N802
+    """A small CA in directory `where` (its certificate at .path); .issue() makes hosts."""
+    return CryptographyCA(where, name) if HAVE_CRYPTOGRAPHY else OpensslCA(where, name)
+
+
+class OpensslCA:
+    """The same CA made with the openssl command (as the README's two-host set-up does)."""
+
+    def __init__(self, where: str, name: str) -> None:
+        self.where = where
+        self.name = name
+        self.key_path = os.path.join(where, f"{name}.key")
+        self.path = os.path.join(where, f"{name}.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj",
+                        f"/CN={name}", "-keyout", self.key_path, "-out", self.path],
+                       check=True, capture_output=True)
+
+    def issue(self, name: str, dns: tuple[str, ...] = ("localhost",),
+              ips: tuple[str, ...] = ("127.0.0.1", "::1")) -> Identity:
+        base = os.path.join(self.where, f"{self.name}-{name}")
+        sans = ",".join([f"DNS:{d}" for d in dns] + [f"IP:{a}" for a in ips])
+        subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={name}",
+                        "-keyout", base + ".key", "-out", base + ".csr"],
+                       check=True, capture_output=True)
+        ext = base + ".ext"
+        with open(ext, "w") as f:
+            f.write(f"subjectAltName={sans}\n")
+        subprocess.run(["openssl", "x509", "-req", "-in", base + ".csr", "-CA", self.path,
+                        "-CAkey", self.key_path, "-CAcreateserial", "-days", "30",
+                        "-extfile", ext, "-out", base + ".crt"], check=True, capture_output=True)
+        return Identity(base + ".crt", base + ".key")
+
+
+class CryptographyCA:
     """A small CA (EC P-256) in directory `where`: issue() makes host certificates."""
 
-    def __init__(self, where: str, name: str = "test-ca") -> None:
+    def __init__(self, where: str, name: str) -> None:
         self.where = where
         self.name = name
         self.key = ec.generate_private_key(ec.SECP256R1())
