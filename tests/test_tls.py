@@ -379,3 +379,45 @@ def test_daemon_reload_reads_new_certificates(pki, tmp_path, daemon_process) -> 
     frames = random_frames(20, 60, 1500, seed=51)
     old.sendall(frame_stream(frames))
     assert StreamPeer(new).recv(20) == frames
+
+
+def test_readme_two_host_recipe(tmp_path, relay_process) -> None:  # type: ignore[no-untyped-def]
+    """The README's openssl commands, run as written, make files that two relays accept; the
+    relays run with the README's options (loopback standing in for the two hosts)."""
+    import re
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Secure links between hosts", 1)[1]
+    script = re.search(r"```sh\n(openssl req -x509.*?)```", section, re.S)
+    assert script is not None
+    subprocess.run(["sh", "-e", "-c", script.group(1)], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=60)
+    assert (tmp_path / "host1.example.crt").exists() and (tmp_path / "ca.pem").exists()
+    link, guests1, guests2 = free_port(), free_port(), free_port()
+
+    def files(host: str) -> list[str]:
+        return ["--tls-cert", str(tmp_path / f"{host}.crt"), "--tls-key",
+                str(tmp_path / f"{host}.key"), "--tls-ca", str(tmp_path / "ca.pem")]
+    relay_process(*files("host1.example"), "--allow", "127.0.0.1/32", "-l",
+                  f"127.0.0.1:{guests1}", f"listen:127.0.0.1:{link},tls")
+    wait_bound(link, socket.SOCK_STREAM)
+    relay_process(*files("host2.example"), "--reconnect", "-l", f"127.0.0.1:{guests2}",
+                  f"127.0.0.1:{link},tls,tls-name=host1.example")
+    wait_bound(guests2, socket.SOCK_STREAM)
+    g1 = StreamPeer.connect((LOOP4, guests1))
+    g2 = StreamPeer.connect((LOOP4, guests2))
+    frames = random_frames(50, 60, 1500, seed=61)
+    probe = make_frame(60, 999)
+    deadline = time.monotonic() + 10
+    while True:  # until the TLS link is up (a lone guest's probes wait, and come later)
+        g1.send([probe])
+        try:
+            assert g2.recv(1, timeout=0.5) == [probe]
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "the README's link did not come up"
+    g1.send(frames)
+    got: list[bytes] = []
+    while len(got) < 50:
+        got += [f for f in g2.recv(1, timeout=10) if f != probe]
+    assert got == frames
