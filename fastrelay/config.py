@@ -316,7 +316,10 @@ class _Checker:
         for key in table:
             if key not in known:
                 close = difflib.get_close_matches(key, known, 1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+                listed = ", ".join(known)
+                # A long list would make the one error line hard to read: point to the manual.
+                hint = (f"did you mean {close[0]!r}?" if close else f"known: {listed}"
+                        if len(listed) <= 120 else "the keys are listed in fastrelay(1)")
                 self.problem(path + (key,), f"unknown key ({hint})")
 
     def number(self, table: dict[str, Any], path: tuple[str, ...], key: str, default: float,
