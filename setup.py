@@ -36,6 +36,8 @@ extension = Extension(
     extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
     define_macros=[("FASTRELAY_DEBUG", "1" if DEBUG else "0")],
     depends=[MODE_STAMP],
+    # TLS links (dataplane/tls.pyx) call OpenSSL directly: Debian's libssl-dev.
+    libraries=["ssl", "crypto"],
 )
 
 setup(

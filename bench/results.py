@@ -283,6 +283,14 @@ drops (and counts, `drop_gso`) super-frames: a plain peer never sees a vnet head
 super-frame or a partial checksum. `offload=off` on a target forces the plain mode."""
 
 
+TLS_NOTES = """Two relays point to point, `loadgen -> relay A -> link -> relay B -> sink`, on
+loopback, each point the best of two interleaved rounds of 2 s: `plain` is the TCP link,
+`tls` the same link with `,tls` on both ends (mutual TLS 1.3, OpenSSL called from the data
+plane), `stunnel` the plain link carried through a pair of stunnel4 tunnels (mutual TLS as
+well). CPU is that of both relays (and both stunnels) per GB of frames delivered. Goals:
+`tls` at least 0.4x `plain` at 1500 B, and faster than `stunnel`. (`python -m bench.tls`.)"""
+
+
 def merge_latency(rows: list[dict[str, Any]], latency_rows: list[dict[str, Any]]) -> None:
     """Put the unpinned ping-pong p50/p99 into the throughput rows of the same point."""
     lat = rows_by([r for r in latency_rows if not r.get("skipped")])
@@ -309,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-qemu", action="store_true", help="skip the guest iperf3 runs")
     ap.add_argument("--no-taps", action="store_true",
                     help="skip the tap scenarios (they need root and /dev/net/tun)")
+    ap.add_argument("--no-tls", action="store_true",
+                    help="skip the TLS links (fastrelay's TLS, plain, stunnel4; bench/tls.py)")
     ap.add_argument("--iperf-seconds", type=int, default=10)
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--extra", type=Path, action="append", default=[],
@@ -331,6 +341,13 @@ def main(argv: list[str] | None = None) -> int:
                                                 "--seconds", "2", "--tap-rounds", "3", "--pin",
                                                 "--markdown"])
             status |= tap_status
+        tls_md = None
+        if not args.no_tls:
+            from . import tls as tls_bench
+
+            tls_rows = tls_bench.run(max(args.seconds, 2.0), [1500, 64], rounds=2)
+            status |= int(any(r.error for r in tls_rows))
+            tls_md = tls_bench.results_section(tls_rows)
         rows = [r for r in json.loads(matrix_json.read_text())["rows"] if not r.get("skipped")]
         merge_latency(rows, json.loads(latency_json.read_text())["rows"])
         table_md = table(rows)
@@ -348,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     if taps_md:
         extra = ("## Taps and bridges (issue 3)\n\nThe relay pinned to core 1; 2 s points.\n\n"
                  + taps_md + "\n\n" + TAP_NOTES + ("\n\n" + extra if extra else ""))
+    if tls_md:
+        extra = ("## TLS links between two relays (issue 11)\n\n" + TLS_NOTES + "\n\n"
+                 + tls_md + ("\n\n" + extra if extra else ""))
     args.out.write_text(render(machine(), command, rows, table_md, iperf, made, extra) + "\n")
     print(f"wrote {args.out} and {len(made)} charts", file=sys.stderr)
     return status

@@ -2,6 +2,7 @@
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from fastrelay.includes.system cimport *
 from fastrelay.includes.tun cimport *
+from fastrelay.includes.openssl cimport *
 
 include "dataplane/consts.pxi"
 include "dataplane/batch.pxd"
@@ -16,3 +17,4 @@ include "dataplane/dgram.pxd"
 include "dataplane/stream.pxd"
 include "dataplane/stdio.pxd"
 include "dataplane/tap.pxd"
+include "dataplane/tls.pxd"

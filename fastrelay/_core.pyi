@@ -70,6 +70,28 @@ class StreamPort(Port):
     def __init__(self, fd: int, name: str, *args: Any, max_frame: int = ...,
                  queue_bytes: int = ..., owns_fd: bool = ..., **kwargs: Any) -> None: ...
 
+class TLSError(Exception):
+    kind: str
+    def __init__(self, reason: str, kind: str = ...) -> None: ...
+
+class TLSContext:
+    server: bool
+    def __init__(self, cert: str, key: str, ca: str, server: bool) -> None: ...
+
+class TLSSession:
+    fd: int
+    server: bool
+    def __init__(self, context: TLSContext, fd: int, server_name: str | None = None) -> None: ...
+    def handshake(self) -> int: ...
+    @property
+    def version(self) -> str | None: ...
+
+class TLSPort(StreamPort):
+    tls_version: str
+    tls_cipher: str
+    def __init__(self, fd: int, name: str, *args: Any, session: TLSSession, max_frame: int = ...,
+                 queue_bytes: int = ..., owns_fd: bool = ..., **kwargs: Any) -> None: ...
+
 class DatagramPort(Port):
     gso: bool
     gro: bool

@@ -17,6 +17,7 @@ include "dataplane/dgram.pyx"
 include "dataplane/stream.pyx"
 include "dataplane/stdio.pyx"
 include "dataplane/tap.pyx"
+include "dataplane/tls.pyx"
 include "dataplane/fdb.pyx"
 include "dataplane/switch.pyx"
 include "dataplane/capture.pyx"
@@ -30,7 +31,8 @@ DEBUG_BUILD = bool(FASTRELAY_DEBUG)
 
 __all__ = (
     "Hub", "Port", "StreamPort", "DatagramPort", "StdioPort", "TapPort", "FrameReassembler",
-    "QueueBudget", "MacTable", "Switch", "Capture", "FrameError", "FRAME_MIN_LEN", "FRAME_MAX_LEN",
+    "QueueBudget", "MacTable", "TLSContext", "TLSSession", "TLSPort", "TLSError",
+    "Switch", "Capture", "FrameError", "FRAME_MIN_LEN", "FRAME_MAX_LEN",
     "DGRAM_MAX_LEN", "QUEUE_DEFAULT_BYTES", "QUEUE_BUDGET_DEFAULT_BYTES", "DEBUG_BUILD",
     "TUN_CONSTANTS",
 )

@@ -20,6 +20,7 @@ from .stats_table import add_arguments as add_stats_arguments
 from .stats_table import misplaced_options as misplaced_stats_options
 from .stats_table import run_stats
 from .targets import TARGET_HELP, Target, TCPListenTarget, parse_listen, parse_target
+from .tls import Network, TLSFiles, parse_allow
 
 __all__ = ["main", "build_parser"]
 
@@ -55,6 +56,14 @@ examples:
   fastrelay --reconnect 127.0.0.1:5001 127.0.0.1:5002
       qemu ... -netdev socket,id=n0,listen=127.0.0.1:5001   (and 5002 for the other guest)
 """
+
+
+def _network(text: str) -> Network:
+    """--allow CIDR: one network (or address)."""
+    try:
+        return parse_allow([text])[0]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _size(text: str, maximum: int = defaults.QUEUE_MAX) -> int:
@@ -130,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="SECONDS",
                         help="longest reconnect delay, jitter included (default %s)"
                              % defaults.RECONNECT_MAX)
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="this relay's certificate (PEM, chain allowed) for ,tls targets")
+    parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    parser.add_argument("--tls-ca", metavar="FILE",
+                        help="the CA (or the pinned peer certificates, PEM) that every TLS "
+                             "peer's certificate must chain to")
+    parser.add_argument("--allow", metavar="CIDR", action="append", type=_network,
+                        help="TCP listeners accept clients only from CIDR (repeatable; "
+                             "others are closed at once, counted and logged)")
     parser.add_argument("--config", metavar="FILE",
                         help="run every link and hub of the TOML file FILE (daemon)")
     parser.add_argument("--check", metavar="FILE",
@@ -156,7 +174,8 @@ def _setup_logging(verbosity: int) -> None:
 
 # Options that set link behaviour: the daemon takes them from its config file instead.
 _LINK_OPTIONS = ("listen", "reconnect", "queue", "queue_total", "max_frame",
-                 "max_clients", "max_clients_total", "bind", "reconnect_initial", "reconnect_max")
+                 "max_clients", "max_clients_total", "bind", "reconnect_initial", "reconnect_max",
+                 "tls_cert", "tls_key", "tls_ca", "allow")
 
 
 def _link_options_given(args: argparse.Namespace) -> list[str]:
@@ -320,6 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"point to point needs exactly two targets, got {len(targets)} "
                          f"(use -l LISTEN for a hub)")
+        options.tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_ca)
+        options.allow = tuple(args.allow or ())
+        if any(getattr(t, "tls", False) for t in targets):
+            options.tls.load()  # a bad file is a start-up error: one line, exit 1
         return run(targets, options, point_to_point=point_to_point)
     except RelayError as exc:
         print(f"fastrelay: {exc}", file=sys.stderr)

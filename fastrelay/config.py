@@ -33,6 +33,7 @@ import difflib
 import ipaddress
 import json
 import math
+import os
 import re
 import tomllib
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ from .relay import RelayOptions
 from .targets import (BridgeTarget, StdioTarget, TapTarget, Target, TCPListenTarget,
                       UDPTarget, UnixDgramTarget, UnixListenTarget, parse_listen,
                       parse_target)
+from .tls import TLSFiles, TLSSetupError, parse_allow
 
 __all__ = ["Config", "DaemonSettings", "KeyLines", "LinkOptions", "LinkSpec", "check_number",
            "load_config", "parse_config", "parse_hostport", "parse_size"]
@@ -121,10 +123,18 @@ class LinkOptions:
     max_clients: int = defaults.MAX_CLIENTS
     max_clients_total: int = defaults.MAX_CLIENTS_TOTAL
     bind: str | None = None
+    tls_cert: str | None = None      # paths as resolved (relative to the config file)
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_name: str | None = None
+    tls_timeout: float = defaults.TLS_HANDSHAKE_TIMEOUT
+    allow: tuple[str, ...] = ()      # CIDR texts, checked by parse_allow
 
     def relay_options(self, verbosity: int = 0) -> RelayOptions:
         """The RelayOptions a link with these options runs with."""
         return RelayOptions(
+            tls=TLSFiles(self.tls_cert, self.tls_key, self.tls_ca), tls_name=self.tls_name,
+            tls_timeout=self.tls_timeout, allow=parse_allow(self.allow),
             verbosity=verbosity, reconnect=self.reconnect, queue_bytes=self.queue,
             queue_total=self.queue_total,
             max_frame=self.max_frame, bind=self.bind, connect_timeout=self.connect_timeout,
@@ -250,7 +260,8 @@ class KeyLines:
 
 _OPTION_KEYS = ("reconnect", "reconnect_initial", "reconnect_max", "reconnect_factor",
                 "reconnect_jitter", "connect_timeout", "queue", "queue_total", "max_frame",
-                "max_clients", "max_clients_total", "bind")
+                "max_clients", "max_clients_total", "bind", "tls_cert", "tls_key", "tls_ca",
+                "tls_name", "tls_timeout", "allow")
 # The numeric options: (low, high, integer).
 _RANGES: dict[str, tuple[float, float, bool]] = {
     "reconnect_initial": (*defaults.DELAY_RANGE, False),
@@ -261,6 +272,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "max_frame": (FRAME_MIN_LEN, FRAME_MAX_LEN, True),
     "max_clients": (*defaults.CLIENTS_RANGE, True),
     "max_clients_total": (*defaults.CLIENTS_RANGE, True),
+    "tls_timeout": (*defaults.TLS_TIMEOUT_RANGE, False),
 }
 _DAEMON_KEYS = ("metrics", "control", "stop_timeout")
 
@@ -280,9 +292,10 @@ def _show_key(path: tuple[str | int, ...]) -> str:
 class _Checker:
     """Walks the parsed document, collecting problems with their lines."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, base_dir: str = "") -> None:
         self.where = KeyLines(text)
         self.problems: list[ConfigProblem] = []
+        self.base_dir = base_dir  # relative certificate paths are relative to the file
 
     def problem(self, path: tuple[str | int, ...], message: str, item: str | None = None) -> None:
         keys = tuple(p for p in path if isinstance(p, str))
@@ -303,7 +316,10 @@ class _Checker:
         for key in table:
             if key not in known:
                 close = difflib.get_close_matches(key, known, 1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+                listed = ", ".join(known)
+                # A long list would make the one error line hard to read: point to the manual.
+                hint = (f"did you mean {close[0]!r}?" if close else f"known: {listed}"
+                        if len(listed) <= 120 else "the keys are listed in fastrelay(1)")
                 self.problem(path + (key,), f"unknown key ({hint})")
 
     def number(self, table: dict[str, Any], path: tuple[str, ...], key: str, default: float,
@@ -366,6 +382,25 @@ class _Checker:
             except ValueError:
                 self.problem(path + ("bind",), "must be an IP address as a string "
                                                "(\"0.0.0.0\", \"::1\")")
+        for key in ("tls_cert", "tls_key", "tls_ca", "tls_name"):
+            if key in table:
+                value = table[key]
+                if isinstance(value, str) and value:
+                    values[key] = (value if key == "tls_name"
+                                   else os.path.join(self.base_dir, value))
+                else:
+                    self.problem(path + (key,), "must be a non-empty string")
+        if "allow" in table:
+            allow = table["allow"]
+            if isinstance(allow, list) and all(isinstance(a, str) for a in allow):
+                try:
+                    parse_allow(allow)
+                    values["allow"] = tuple(allow)
+                except ValueError as exc:
+                    self.problem(path + ("allow",), str(exc))
+            else:
+                self.problem(path + ("allow",), "must be a list of CIDR strings "
+                                                "([\"10.1.0.0/16\", \"::1\"])")
         merged = {**base.__dict__, **values}
         if merged["reconnect_max"] < merged["reconnect_initial"]:
             self.problem(path + ("reconnect_max",), "must be >= reconnect_initial "
@@ -466,6 +501,14 @@ def _link(check: _Checker, kind: str, name: str, table: Any, base: LinkOptions,
     if kind == "hub" and count == 0 and "listen" not in table:
         check.problem(path, "a hub needs `listen` or at least one endpoint")
     options = check.options(table, path, base)
+    if any(getattr(t, "tls", False) for _, t in pairs):
+        # Read the files now: a bad one is reported by --check and at start, not at the
+        # first connection.
+        try:
+            TLSFiles(options.tls_cert, options.tls_key, options.tls_ca).load()
+        except TLSSetupError as exc:
+            key = next((k for k in ("tls_cert", "tls_key", "tls_ca") if k in table), None)
+            check.problem(path + (key,) if key else path, str(exc))
     return LinkSpec(name, kind, tuple(t for t, _ in pairs), tuple(t for _, t in pairs),
                     options, line=check.where.find(path))
 
@@ -486,7 +529,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
                                                    f"TOML syntax: {message} "
                                                    f"(column {m.group(2)})")]) from None
         raise ConfigError(path, [ConfigProblem(None, "", f"TOML syntax: {message}")]) from None
-    check = _Checker(text)
+    check = _Checker(text, os.path.dirname(path) if not path.startswith("<") else "")
     check.unknown(doc, (), ("daemon", "defaults", "link", "hub"))
 
     daemon = DaemonSettings()

@@ -40,6 +40,7 @@ from .errors import ConfigError, StartError, TargetError
 from .metrics import MetricsServer
 from .relay import LINK, Relay
 from .stats import EndpointStats, LinkStats
+from .tls import TLSSetupError
 
 log = logging.getLogger("fastrelay")
 
@@ -206,6 +207,19 @@ class LinkRunner:
         await relay.wait()
         return not self._stopping
 
+    def reload_tls(self) -> None:
+        """Read the link's certificate, key and CA again (SIGHUP): new connections use
+        them, established ones keep their session. A file that fails keeps the old ones."""
+        relay = self.relay
+        if relay is None or not any(getattr(t, "tls", False) for t in self.spec.targets):
+            return
+        try:
+            relay.options.tls.load()
+        except TLSSetupError as exc:
+            log.error("reload: %s; keeping the certificates loaded before", exc)
+            return
+        log.info("reload: certificates read again")
+
     @staticmethod
     def _report_line(line: str) -> None:
         log.info("%s", line)
@@ -362,6 +376,8 @@ class Daemon:
         await asyncio.gather(*(self.runners[name].stop(timeout) for name in going))
         for name in going:
             del self.runners[name]
+        for runner in self.runners.values():
+            runner.reload_tls()  # the same paths may hold new certificates
         for name, spec in new.links.items():
             if name not in self.runners:
                 runner = LinkRunner(spec, self.verbosity)

@@ -17,6 +17,10 @@ RECONNECT_JITTER = 0.2
 RECONNECT_STABLE_AFTER = 2.0
 # A client connection must not wait longer than this for the peer to answer (seconds).
 CONNECT_TIMEOUT = 5.0
+# TLS: a client must finish its handshake within this many seconds, or it is dropped (a
+# stalled or plaintext client must not hold a listener's slot); range of the option.
+TLS_HANDSHAKE_TIMEOUT = 5.0
+TLS_TIMEOUT_RANGE = (0.1, 600.0)
 # Listeners: the kernel's queue of clients not accepted yet, and how many are taken per
 # wake-up (so one busy listener cannot hold the loop).
 LISTEN_BACKLOG = 64

@@ -57,6 +57,20 @@ CONFIG_KEYS: tuple[tuple[str, str, str], ...] = (
     ("defaults", "max_clients_total", "clients of all listeners of the link or hub together."),
     ("defaults", "bind",
      "local address of UDP targets and of a bare listen port; by default every address."),
+    ("defaults", "tls_cert",
+     ("this relay's certificate (PEM) for ,tls targets; a relative path is relative to the "
+      "config file. Re-read on SIGHUP.")),
+    ("defaults", "tls_key", "the private key of tls_cert (PEM)."),
+    ("defaults", "tls_ca",
+     "the CA, or the pinned peer certificates, every TLS peer's certificate must chain to."),
+    ("defaults", "tls_name",
+     "the name a TLS client requires in the listener's certificate instead of the target's "
+     "host."),
+    ("defaults", "tls_timeout",
+     "seconds a TLS handshake may take; a client slower than that is dropped (counted)."),
+    ("defaults", "allow",
+     ("a list of CIDR networks: TCP listeners close clients from anywhere else at accept "
+      "(counted, logged once per source and interval).")),
     ("link.NAME", "endpoints",
      "point to point: exactly two targets. Any key of [defaults] may be set here too."),
     ("hub.NAME", "listen",

@@ -23,6 +23,7 @@ from . import __version__, defaults
 from .errors import StartError
 from .service import OneShotServer, RequestTooLong, read_until
 from .stats import LinkStats
+from .tls import FAILURE_KINDS
 
 log = logging.getLogger("fastrelay")
 
@@ -58,6 +59,9 @@ _ENDPOINT_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
     ("fastrelay_refused_clients_total", "counter",
      ("Clients a listener accepted and closed at once: over max_clients (per listener) or "
       "max_clients_total (per link or hub)."), "refused", {}),
+    ("fastrelay_refused_allowlist_total", "counter",
+     "Clients a TCP listener closed at accept because their address is not in its allowlist.",
+     "refused_allow", {}),
     ("fastrelay_peers_connected", "gauge",
      "Peers (ports) the endpoint has open now.", "connected", {}),
     ("fastrelay_queued_bytes", "gauge",
@@ -129,6 +133,20 @@ def render_prometheus(links: Iterable[LinkStats]) -> str:
                 labels = {"link": link.name, "endpoint": endpoint.label, **extra}
                 sample(name, kind, text, labels, _endpoint_value(endpoint, field))
         families.setdefault(name, (kind, text, []))  # declared even with no link
+    for link in links:
+        for endpoint in link.endpoints:
+            if not endpoint.tls:
+                continue
+            labels = {"link": link.name, "endpoint": endpoint.label}
+            sample("fastrelay_tls_handshakes_total", "counter",
+                   "TLS handshakes the endpoint completed.", labels, endpoint.handshakes)
+            for reason in FAILURE_KINDS:
+                sample("fastrelay_tls_handshake_failures_total", "counter",
+                       "TLS handshakes that failed, by reason: no_certificate, bad_certificate "
+                       "(other CA, wrong name, expired), refused_by_peer (it refused ours), "
+                       "protocol (not TLS, e.g. a plaintext client), closed, timeout.",
+                       {**labels, "reason": reason},
+                       endpoint.handshake_failures.get(reason, 0))
     out = []
     for name, (kind, text, samples) in families.items():
         out.append(f"# HELP {name} {text}")

@@ -19,6 +19,7 @@ from .ratelimit import RateLimitedLog
 from .stats import EndpointStats, Totals, format_totals
 from .stats_table import port_lines
 from .targets import Target
+from .tls import Network, TLSFiles
 
 log = logging.getLogger("fastrelay")
 
@@ -45,6 +46,10 @@ class RelayOptions:
     max_clients_total: int = defaults.MAX_CLIENTS_TOTAL  # all listeners of the relay
     backoff: dict[str, float] = field(default_factory=dict)  # Backoff(**backoff)
     flush_timeout: float = defaults.STOP_FLUSH_TIMEOUT      # drain deadline when stopping
+    tls: TLSFiles = field(default_factory=TLSFiles)  # certificate, key, CA of `,tls` targets
+    tls_name: str | None = None      # name a TLS client checks instead of its target's host
+    tls_timeout: float = defaults.TLS_HANDSHAKE_TIMEOUT
+    allow: tuple[Network, ...] = ()  # TCP listeners accept only these sources (empty: any)
 
     @property
     def port_kwargs(self) -> dict[str, Any]:
@@ -92,6 +97,8 @@ class Relay:
         self.clients = 0         # accepted clients of all listeners (max_clients_total)
         # For the log lines a peer can trigger at will: closes, accept errors, refusals.
         self.log_limit = RateLimitedLog(log)
+        # Clients refused by the allowlist: one line per source and interval.
+        self.allow_log = RateLimitedLog(log, burst=1)
 
     # -- used by endpoints ------------------------------------------------------------
 
@@ -153,7 +160,11 @@ class Relay:
                                   connections=tally.connections,
                                   disconnects=tally.disconnects,
                                   reconnects=endpoint.reconnects, refused=endpoint.refused,
-                                  lost_bytes=tally.lost_bytes)
+                                  lost_bytes=tally.lost_bytes,
+                                  refused_allow=endpoint.refused_allow,
+                                  tls=bool(getattr(endpoint.target, "tls", False)),
+                                  handshakes=endpoint.handshakes,
+                                  handshake_failures=dict(endpoint.handshake_failures))
             for port, owner in self._owners.items():
                 if owner is endpoint:
                     totals.add(port)

@@ -48,6 +48,10 @@ class EndpointStats:
     refused: int = 0             # clients accepted and closed at once: over max_clients
     lost_bytes: int = 0          # bytes still queued for a port when it closed (never sent)
     queued_bytes: int = 0        # bytes queued now
+    refused_allow: int = 0       # clients closed at accept: not in the allowlist
+    tls: bool = False            # a TLS endpoint (its handshake counters are reported)
+    handshakes: int = 0          # TLS handshakes completed
+    handshake_failures: dict[str, int] = field(default_factory=dict)  # by kind (tls.py)
     ports: list[dict[str, Any]] = field(default_factory=list)  # open ports: name + counters
 
     def absorb(self, earlier: EndpointStats) -> None:
@@ -59,12 +63,19 @@ class EndpointStats:
         self.reconnects += earlier.reconnects
         self.refused += earlier.refused
         self.lost_bytes += earlier.lost_bytes
+        self.refused_allow += earlier.refused_allow
+        self.tls = self.tls or earlier.tls
+        self.handshakes += earlier.handshakes
+        for kind, n in earlier.handshake_failures.items():
+            self.handshake_failures[kind] = self.handshake_failures.get(kind, 0) + n
 
     def as_dict(self) -> dict[str, Any]:
         return {"endpoint": self.label, "name": self.name, **self.counters,
                 "connected": self.connected, "connections": self.connections,
                 "disconnects": self.disconnects, "reconnects": self.reconnects,
-                "refused_clients": self.refused,
+                "refused_clients": self.refused, "refused_allowlist": self.refused_allow,
+                **({"tls_handshakes": self.handshakes,
+                    "tls_handshake_failures": dict(self.handshake_failures)} if self.tls else {}),
                 "lost_bytes": self.lost_bytes, "queued_bytes": self.queued_bytes,
                 "ports": self.ports}
 

@@ -47,9 +47,12 @@ class TCPTarget:
 
     host: str
     port: int
+    tls: bool = False            # ",tls": mutual TLS (see tls.py)
+    tls_name: str | None = None  # ",tls-name=NAME": the name the server's certificate must
+                                 # carry, instead of host
 
     def __str__(self) -> str:
-        return f"tcp {_hostport(self.host, self.port)}"
+        return f"tcp {_hostport(self.host, self.port)}" + (" (tls)" if self.tls else "")
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,11 @@ class TCPListenTarget:
 
     host: str | None
     port: int
+    tls: bool = False            # ",tls": clients must complete mutual TLS
 
     def __str__(self) -> str:
-        return f"tcp listener {_hostport(self.host or '*', self.port)}"
+        return (f"tcp listener {_hostport(self.host or '*', self.port)}"
+                + (" (tls)" if self.tls else ""))
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,10 @@ TARGET_FORMS: tuple[TargetForm, ...] = (
                "TCP listener; every client joins (one at a time in point-to-point mode).",
                ("socket,id=n0,connect=127.0.0.1:PORT",
                 "stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=PORT")),
+    TargetForm("HOST:PORT,tls[,tls-name=NAME], listen:[HOST:]PORT,tls",
+               "the same over mutual TLS (1.3; 1.2 at least), with --tls-cert, --tls-key and "
+               "--tls-ca: the listener requires a client certificate, the client checks the "
+               "listener's, and that it names HOST (or NAME). For links between relays."),
     TargetForm("unix:PATH", "unix stream client, the same framing (e.g. passt).",
                ("stream,id=n0,server=on,addr.type=unix,addr.path=PATH",)),
     TargetForm("unix-listen:PATH", "unix stream listener.",
@@ -307,8 +316,39 @@ def _local_udp(arg: str, lport_s: str, sport_s: str) -> UDPTarget:
     return UDPTarget(lport, LOCAL_UDP_HOST, sport)
 
 
+def _tls_options(arg: str) -> tuple[str, bool, str | None]:
+    """Peel `,tls` and `,tls-name=NAME` off the end of arg: (the rest, tls, name).
+
+    Only stream targets over TCP take them; other options (a tap's) stay in the rest.
+    """
+    parts = arg.split(",")
+    tls, name = False, None
+    while len(parts) > 1 and parts[-1].startswith("tls"):
+        opt = parts.pop()
+        if opt == "tls":
+            tls = True
+        elif opt.startswith("tls-name=") and len(opt) > 9:
+            name = opt[9:]
+        else:
+            raise TargetError(arg, f"unknown option {opt!r} (tls, tls-name=NAME)")
+    if name is not None and not tls:
+        raise TargetError(arg, "tls-name=NAME goes with ,tls")
+    return ",".join(parts), tls, name
+
+
 def parse_listen(arg: str) -> TCPListenTarget | UnixListenTarget:
-    """Parse the value of -l: PORT, HOST:PORT, [V6]:PORT or unix:PATH."""
+    """Parse the value of -l: PORT, HOST:PORT, [V6]:PORT or unix:PATH, each TCP form
+    optionally followed by `,tls`."""
+    rest, tls, name = _tls_options(arg)
+    if tls:
+        target = _parse_listen(rest)
+        if not isinstance(target, TCPListenTarget) or name is not None:
+            raise TargetError(arg, "a listener takes ,tls only over TCP, and no tls-name")
+        return TCPListenTarget(target.host, target.port, tls=True)
+    return _parse_listen(arg)
+
+
+def _parse_listen(arg: str) -> TCPListenTarget | UnixListenTarget:
     if arg.startswith("unix:"):
         return UnixListenTarget(_path(arg, arg[5:]))
     parts = _split(arg)
@@ -321,6 +361,19 @@ def parse_listen(arg: str) -> TCPListenTarget | UnixListenTarget:
 
 def parse_target(arg: str) -> Target:
     """Parse one target argument; raise TargetError naming it and the reason."""
+    rest, tls, name = _tls_options(arg)
+    if tls:
+        target = _parse_target(rest)
+        if isinstance(target, TCPTarget):
+            return TCPTarget(target.host, target.port, tls=True, tls_name=name)
+        if isinstance(target, TCPListenTarget) and name is None:
+            return TCPListenTarget(target.host, target.port, tls=True)
+        raise TargetError(arg, "tls is for TCP clients (HOST:PORT,tls) and listeners "
+                               "(listen:PORT,tls)")
+    return _parse_target(arg)
+
+
+def _parse_target(arg: str) -> Target:
     if arg == "-":
         return StdioTarget()
     if not arg:

@@ -50,3 +50,11 @@ cdef enum:
     QUEUE_BUDGET_DEFAULT = 67108864
     # First allocation of a backlog; it doubles from there as the queue grows.
     BACKLOG_CHUNK = 65536
+    # TLS: the most plaintext one record carries (2^14, fixed by TLS 1.2 and 1.3). A TLS port
+    # asks for a record only with at least this much room, so OpenSSL never holds decrypted
+    # bytes that epoll cannot see (it reads records without read-ahead).
+    TLS_RECORD_MAX = 16384
+    # After SSL_write() would block, OpenSSL holds an encrypted record made of bytes we have
+    # not been told are sent (at most one record, plus one it finished on the same retry):
+    # those bytes must be offered again first, unchanged, so they are queued whatever the bound.
+    TLS_COMMITTED_MAX = 2 * TLS_RECORD_MAX

@@ -155,6 +155,9 @@ class Endpoint(abc.ABC):
         self.closed = False
         self.reconnects = 0  # connections made again after a loss (kinds that reconnect)
         self.refused = 0     # clients accepted and closed at once: too many (listeners)
+        self.refused_allow = 0  # clients closed at accept: not in the allowlist (listeners)
+        self.handshakes = 0  # TLS handshakes completed
+        self.handshake_failures: dict[str, int] = {}  # failed TLS handshakes, by kind
 
     def __str__(self) -> str:
         return str(self.target)
@@ -166,6 +169,10 @@ class Endpoint(abc.ABC):
     def port_closed(self, port: Port, reason: str, fault: bool) -> None:
         """A port of ours was closed by the data plane (the relay has logged it)."""
         self.relay.endpoint_ended(self, reason)
+
+    def handshake_failed(self, kind: str) -> None:
+        """Count a failed TLS handshake (kinds: tls.FAILURE_KINDS)."""
+        self.handshake_failures[kind] = self.handshake_failures.get(kind, 0) + 1
 
     def close(self) -> None:
         """Release sockets, files and tasks (ports are closed by the relay's hub)."""

@@ -13,10 +13,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .. import defaults
-from .._core import StreamPort
+from .._core import StreamPort, TLSPort, TLSSession
 from ..backoff import Backoff
 from ..errors import StartError
 from ..targets import TCPListenTarget, TCPTarget, UnixListenTarget, UnixTarget
+from ..tls import TLSError, TLSSetupError, allowed, handshake
 from .base import Endpoint, SocketFile, adopt, log, remove_stale_socket
 
 if TYPE_CHECKING:
@@ -116,13 +117,40 @@ class StreamClientEndpoint(Endpoint):
             except BaseException:
                 sock.close()
                 raise
+            session = None
+            if isinstance(self.target, TCPTarget) and self.target.tls:
+                try:
+                    session = await self._handshake(sock)
+                except TLSError as exc:
+                    sock.close()
+                    self.handshake_failed(exc.kind)
+                    last = str(exc)
+                    continue
+                except BaseException:
+                    sock.close()
+                    raise
             fd = sock.detach()
-            port = adopt([fd], partial(StreamPort, fd, str(self),
-                                       **self.relay.options.port_kwargs))
+            kind = StreamPort if session is None else partial(TLSPort, session=session)
+            port = adopt([fd], partial(kind, fd, str(self), **self.relay.options.port_kwargs))
             self.relay.attach(port, self)
             self._connected_at = loop.time()
             return
         raise StartError(str(self), f"cannot connect: {last}")
+
+    async def _handshake(self, sock: socket.socket) -> TLSSession:
+        """TLS on a connected socket: the server's certificate must chain to the CA and
+        name the target's host (or tls-name); TLSError with the reason when it does not."""
+        assert isinstance(self.target, TCPTarget)
+        options = self.relay.options
+        try:
+            context = options.tls.context(server=False)
+        except TLSSetupError as exc:
+            raise StartError(str(self), str(exc)) from None
+        name = self.target.tls_name or options.tls_name or self.target.host
+        session = TLSSession(context, sock.fileno(), name)
+        await handshake(session, options.tls_timeout)
+        self.handshakes += 1
+        return session
 
     async def start(self) -> None:
         try:
@@ -218,6 +246,8 @@ class StreamListenerEndpoint(Endpoint):
         self._retry: asyncio.TimerHandle | None = None
         self._short_since: float | None = None  # since when accepting fails (a shortage)
         self._file: SocketFile | None = None    # the unix socket file we bound
+        self.tls = isinstance(target, TCPListenTarget) and target.tls
+        self._handshaking: set[asyncio.Task[None]] = set()  # TLS clients not attached yet
 
     def __str__(self) -> str:
         if isinstance(self.target, UnixListenTarget):
@@ -263,6 +293,11 @@ class StreamListenerEndpoint(Endpoint):
         return sock
 
     async def start(self) -> None:
+        if self.tls:
+            try:
+                self.relay.options.tls.context(server=True)
+            except TLSSetupError as exc:
+                raise StartError(str(self), str(exc)) from None
         try:
             sock = self._bind()
         except OSError as exc:
@@ -304,6 +339,10 @@ class StreamListenerEndpoint(Endpoint):
                 self._cannot_accept(f"cannot accept: {_oserror_text(exc)}")
                 return
             self._can_accept()
+            if self.relay.options.allow and self.kind == "tcp" and isinstance(addr, tuple) \
+                    and not allowed(self.relay.options.allow, addr[0]):
+                self._refuse_source(conn, addr)
+                continue
             over = self._over_limit()
             if over is not None:
                 self._refuse(conn, addr, over)
@@ -335,11 +374,61 @@ class StreamListenerEndpoint(Endpoint):
             conn.close()
             raise
         name = f"{self.kind} client {_peer_text(addr)}"
+        if self.tls:
+            # The client holds its slot while it shakes hands (max_clients counts it).
+            self.clients += 1
+            self.relay.clients += 1
+            task = asyncio.get_running_loop().create_task(self._take_tls(conn, name))
+            self._handshaking.add(task)
+            task.add_done_callback(self._handshaking.discard)
+            return
         fd = conn.detach()
         port = adopt([fd], partial(StreamPort, fd, name, **self.relay.options.port_kwargs))
         self.relay.attach(port, self)
         self.clients += 1
         self.relay.clients += 1
+
+    async def _take_tls(self, conn: socket.socket, name: str) -> None:
+        """Shake hands with an accepted client, then make it a port; a client that fails
+        (no or a bad certificate, not TLS, too slow) is closed with one log line."""
+        options = self.relay.options
+        attached = False
+        try:
+            session = TLSSession(options.tls.context(server=True), conn.fileno())
+            await handshake(session, options.tls_timeout)
+            self.handshakes += 1
+            fd = conn.detach()
+            port = adopt([fd], partial(TLSPort, fd, name, session=session,
+                                       **options.port_kwargs))
+            self.relay.attach(port, self)
+            attached = True
+        except TLSError as exc:
+            self.handshake_failed(exc.kind)
+            self.relay.log_limit.log(logging.WARNING, ("handshake", self, exc.kind),
+                                     "%s: %s", name, exc)
+        except Exception as exc:  # noqa: BLE001 (one client's failure: say so, go on)
+            self.relay.log_limit.log(logging.WARNING, ("take", self), "%s: cannot take it: %s",
+                                     name, _exception_text(exc))
+        finally:
+            conn.close()  # detached (a no-op) once the port owns the descriptor
+            if not attached:
+                self.clients -= 1
+                self.relay.clients -= 1
+                self._resume_point_to_point()
+
+    def _resume_point_to_point(self) -> None:
+        if self.relay.point_to_point and not self.clients and self._retry is None:
+            self._resume()
+
+    def _refuse_source(self, conn: socket.socket, addr: tuple[Any, ...]) -> None:
+        """Close a client from outside the allowlist at once; one log line per source and
+        interval (a scanner may knock thousands of times)."""
+        self.refused_allow += 1
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        self.relay.allow_log.log(logging.WARNING, ("allow", self, addr[0]),
+                                 "%s: refused %s: not in the allowlist", self, _peer_text(addr))
 
     def _refuse(self, conn: socket.socket, addr: object, why: str) -> None:
         """Close a client over the limits at once (reset: nothing lingers), count, log."""
@@ -393,6 +482,8 @@ class StreamListenerEndpoint(Endpoint):
 
     def close(self) -> None:
         super().close()
+        for task in list(self._handshaking):
+            task.cancel()
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
