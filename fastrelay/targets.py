@@ -6,10 +6,11 @@ Parsing checks syntax only: names are resolved and sockets opened by the endpoin
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import textwrap
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, TypeVar, Union
 
 from .errors import TargetError
 
@@ -36,6 +37,7 @@ class UDPTarget:
     lport: int
     host: str
     sport: int
+    trunk: bool = False      # a link to another relay: split horizon (",trunk")
 
     def __str__(self) -> str:
         return f"udp {_hostport(self.host, self.sport)} (local port {self.lport})"
@@ -50,6 +52,7 @@ class TCPTarget:
     tls: bool = False            # ",tls": mutual TLS (see tls.py)
     tls_name: str | None = None  # ",tls-name=NAME": the name the server's certificate must
                                  # carry, instead of host
+    trunk: bool = False
 
     def __str__(self) -> str:
         return f"tcp {_hostport(self.host, self.port)}" + (" (tls)" if self.tls else "")
@@ -62,6 +65,7 @@ class TCPListenTarget:
     host: str | None
     port: int
     tls: bool = False            # ",tls": clients must complete mutual TLS
+    trunk: bool = False
 
     def __str__(self) -> str:
         return (f"tcp listener {_hostport(self.host or '*', self.port)}"
@@ -73,6 +77,7 @@ class UnixTarget:
     """`unix:PATH`: connect to a unix stream socket (qemu stream server, passt)."""
 
     path: str
+    trunk: bool = False
 
     def __str__(self) -> str:
         return f"unix {self.path}"
@@ -83,6 +88,7 @@ class UnixListenTarget:
     """`unix-listen:PATH`: accept unix stream clients (qemu stream with server=off)."""
 
     path: str
+    trunk: bool = False
 
     def __str__(self) -> str:
         return f"unix listener {self.path}"
@@ -94,6 +100,7 @@ class UnixDgramTarget:
 
     local: str
     remote: str | None
+    trunk: bool = False
 
     def __str__(self) -> str:
         return f"unixgram {self.local} -> {self.remote or '(last sender)'}"
@@ -106,6 +113,7 @@ class BridgeTarget:
     name: str
     queues: int = 1          # tap queues (IFF_MULTI_QUEUE when > 1), one fd each
     offload: bool = True     # allow GSO offloads where every peer is a tap ("offload=off")
+    trunk: bool = False
 
     def __str__(self) -> str:
         return f"bridge {self.name}"
@@ -118,6 +126,7 @@ class TapTarget:
     name: str
     queues: int = 1
     offload: bool = True
+    trunk: bool = False
 
     def __str__(self) -> str:
         return f"tap {self.name}"
@@ -125,6 +134,8 @@ class TapTarget:
 
 Target = Union[StdioTarget, UDPTarget, TCPTarget, TCPListenTarget, UnixTarget,
                UnixListenTarget, UnixDgramTarget, BridgeTarget, TapTarget]
+T = TypeVar("T", bound=Target)
+
 
 @dataclass(frozen=True)
 class TargetForm:
@@ -188,6 +199,12 @@ TARGET_NOTES: tuple[str, ...] = (
      "qemu's vhost-net does; between two taps (point to point) 64 KiB TSO frames pass "
      "unsegmented."),
     "A PATH starting with @ names an abstract unix socket.",
+    ("TARGET,trunk (any target but -, and -l LISTEN,trunk): a link to another relay; for a "
+     "listener, every client of it. In a hub or switch, what comes in on a trunk never goes "
+     "out on another trunk (split horizon), so relays linked in a triangle or a full mesh, "
+     "one link per pair, never loop a frame: fastrelay --switch -l 5000 "
+     "relay2.example:5001,trunk. The first ',' of a target starts its options: no address "
+     "or path may contain one."),
 )
 
 
@@ -244,10 +261,10 @@ def _port(arg: str, text: str, what: str) -> int:
     return int(text)
 
 
-def _split(arg: str) -> list[str]:
-    """Split on ':' outside of [brackets]; brackets are removed from the parts."""
+def _split(arg: str, text: str) -> list[str]:
+    """Split text (of target arg) on ':' outside of [brackets]; brackets are removed."""
     parts: list[str] = []
-    rest = arg
+    rest = text
     while True:
         if rest.startswith("["):
             close = rest.find("]")
@@ -285,22 +302,54 @@ def _path(arg: str, path: str) -> str:
     return "\0" + path[1:] if path.startswith("@") else path
 
 
-def _tap_options(arg: str, text: str) -> tuple[str, int, bool]:
-    """`NAME[,queues=N][,offload=on|off]` -> (name, queues, offload)."""
-    name, *opts = text.split(",")
+def _ifname(arg: str, name: str) -> str:
     if not _IFNAME.match(name) or name in (".", ".."):
         raise TargetError(arg, "not an address and not a valid interface name")
-    queues, offload = 1, True
-    for opt in opts:
+    return name
+
+
+def _with_options(arg: str, target: T, options: list[str]) -> T:
+    """target with the options written after its first ',' applied.
+
+    One parser for every kind: `trunk` (any target but stdio), `tls` (TCP clients and
+    listeners) and `tls-name=NAME` (TCP clients), `queues=N` and `offload=on|off` (taps
+    and bridges): a target takes an option when it has the field the option sets.
+    """
+    if not options:
+        return target
+    fields = {f.name for f in dataclasses.fields(target)}
+    if not fields:
+        raise TargetError(arg, "stdio ('-') takes no options (',trunk' is for links to "
+                               "other relays)")
+    tap = "queues" in fields
+    values: dict[str, Any] = {}
+    for opt in options:
         key, sep, value = opt.partition("=")
-        if key == "queues" and sep and value.isdigit() and 1 <= int(value) <= 256:
-            queues = int(value)
-        elif key == "offload" and value in ("on", "off"):
-            offload = value == "on"
-        else:
+        if key == "trunk" and not sep:
+            values["trunk"] = True
+        elif key == "tls" and not sep and "tls" in fields:
+            values["tls"] = True
+        elif key == "tls-name" and value and "tls_name" in fields:
+            values["tls_name"] = value
+        elif key in ("tls", "tls-name"):
+            raise TargetError(arg, "tls is for TCP clients (HOST:PORT,tls[,tls-name=NAME]) "
+                                   "and listeners (listen:PORT,tls)")
+        elif tap and key == "queues" and sep and value.isdigit() and 1 <= int(value) <= 256:
+            values["queues"] = int(value)
+        elif tap and key == "offload" and value in ("on", "off"):
+            values["offload"] = value == "on"
+        elif tap:
             raise TargetError(arg, f"unknown tap option {opt!r} "
-                                   f"(queues=1..256, offload=on|off)")
-    return name, queues, offload
+                                   f"(trunk, queues=1..256, offload=on|off)")
+        elif key in ("queues", "offload"):
+            raise TargetError(arg, f"option {opt!r} is for tap and bridge targets only")
+        else:
+            raise TargetError(arg, f"unknown target option {opt!r} (known: trunk; tls and "
+                                   f"tls-name=NAME for TCP; queues=N and offload=on|off for "
+                                   f"taps and bridges)")
+    if "tls_name" in values and not values.get("tls"):
+        raise TargetError(arg, "tls-name=NAME goes with ,tls")
+    return dataclasses.replace(target, **values)
 
 
 def _local_udp(arg: str, lport_s: str, sport_s: str) -> UDPTarget:
@@ -316,42 +365,11 @@ def _local_udp(arg: str, lport_s: str, sport_s: str) -> UDPTarget:
     return UDPTarget(lport, LOCAL_UDP_HOST, sport)
 
 
-def _tls_options(arg: str) -> tuple[str, bool, str | None]:
-    """Peel `,tls` and `,tls-name=NAME` off the end of arg: (the rest, tls, name).
-
-    Only stream targets over TCP take them; other options (a tap's) stay in the rest.
-    """
-    parts = arg.split(",")
-    tls, name = False, None
-    while len(parts) > 1 and parts[-1].startswith("tls"):
-        opt = parts.pop()
-        if opt == "tls":
-            tls = True
-        elif opt.startswith("tls-name=") and len(opt) > 9:
-            name = opt[9:]
-        else:
-            raise TargetError(arg, f"unknown option {opt!r} (tls, tls-name=NAME)")
-    if name is not None and not tls:
-        raise TargetError(arg, "tls-name=NAME goes with ,tls")
-    return ",".join(parts), tls, name
-
-
-def parse_listen(arg: str) -> TCPListenTarget | UnixListenTarget:
-    """Parse the value of -l: PORT, HOST:PORT, [V6]:PORT or unix:PATH, each TCP form
-    optionally followed by `,tls`."""
-    rest, tls, name = _tls_options(arg)
-    if tls:
-        target = _parse_listen(rest)
-        if not isinstance(target, TCPListenTarget) or name is not None:
-            raise TargetError(arg, "a listener takes ,tls only over TCP, and no tls-name")
-        return TCPListenTarget(target.host, target.port, tls=True)
-    return _parse_listen(arg)
-
-
-def _parse_listen(arg: str) -> TCPListenTarget | UnixListenTarget:
-    if arg.startswith("unix:"):
-        return UnixListenTarget(_path(arg, arg[5:]))
-    parts = _split(arg)
+def _listen(arg: str, text: str) -> TCPListenTarget | UnixListenTarget:
+    """PORT, HOST:PORT, [V6]:PORT or unix:PATH, without options."""
+    if text.startswith("unix:"):
+        return UnixListenTarget(_path(arg, text[5:]))
+    parts = _split(arg, text)
     if len(parts) == 1:
         return TCPListenTarget(None, _port(arg, parts[0], "listening port"))
     if len(parts) == 2:
@@ -359,26 +377,30 @@ def _parse_listen(arg: str) -> TCPListenTarget | UnixListenTarget:
     raise TargetError(arg, "expected PORT, HOST:PORT, [IPV6]:PORT or unix:PATH")
 
 
+def parse_listen(arg: str) -> TCPListenTarget | UnixListenTarget:
+    """Parse the value of -l: PORT, HOST:PORT, [V6]:PORT or unix:PATH, then its options
+    (`,trunk`; `,tls` for TCP)."""
+    text, *options = arg.split(",")
+    return _with_options(arg, _listen(arg, text), options)
+
+
 def parse_target(arg: str) -> Target:
-    """Parse one target argument; raise TargetError naming it and the reason."""
-    rest, tls, name = _tls_options(arg)
-    if tls:
-        target = _parse_target(rest)
-        if isinstance(target, TCPTarget):
-            return TCPTarget(target.host, target.port, tls=True, tls_name=name)
-        if isinstance(target, TCPListenTarget) and name is None:
-            return TCPListenTarget(target.host, target.port, tls=True)
-        raise TargetError(arg, "tls is for TCP clients (HOST:PORT,tls) and listeners "
-                               "(listen:PORT,tls)")
-    return _parse_target(arg)
+    """Parse one target argument; raise TargetError naming it and the reason.
+
+    The first ',' starts the options (`,trunk`; `,tls` and `,tls-name=NAME` for TCP;
+    `,queues=N` and `,offload=off` for taps), so no address or path may contain one.
+    """
+    text, *options = arg.split(",")
+    return _with_options(arg, _target(arg, text), options)
 
 
-def _parse_target(arg: str) -> Target:
-    if arg == "-":
+def _target(arg: str, text: str) -> Target:
+    """The target text (arg without its options) stands for."""
+    if text == "-":
         return StdioTarget()
-    if not arg:
+    if not text:
         raise TargetError(arg, "empty target")
-    scheme, sep, rest = arg.partition(":")
+    scheme, sep, rest = text.partition(":")
     if sep:
         if scheme == "unix":
             return UnixTarget(_path(arg, rest))
@@ -388,17 +410,15 @@ def _parse_target(arg: str) -> Target:
             local, sep2, remote = rest.partition(":")
             return UnixDgramTarget(_path(arg, local), _path(arg, remote) if sep2 else None)
         if scheme == "listen":
-            return parse_listen(rest)
+            return _listen(arg, rest)
         if scheme == "tap":
-            name, queues, offload = _tap_options(arg, rest)
-            return TapTarget(name, queues, offload)
-    parts = _split(arg)
+            return TapTarget(_ifname(arg, rest))
+    parts = _split(arg, text)
     if len(parts) == 1:
         if _PORT.match(parts[0]):
             raise TargetError(arg, "a bare port is not a target (use -l PORT for a hub, "
                                    "or LPORT:HOST:SPORT / HOST:PORT)")
-        name, queues, offload = _tap_options(arg, parts[0])
-        return BridgeTarget(name, queues, offload)
+        return BridgeTarget(_ifname(arg, parts[0]))
     if len(parts) == 2:
         return TCPTarget(_host(arg, parts[0]), _port(arg, parts[1], "port"))
     if len(parts) == 3:

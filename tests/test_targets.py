@@ -44,6 +44,16 @@ from fastrelay.targets import (TARGET_FORMS, TARGET_HELP, BridgeTarget, StdioTar
     ("tap:tap0,queues=4", TapTarget("tap0", queues=4)),
     ("br0,offload=off", BridgeTarget("br0", offload=False)),
     ("vmbr0.10,queues=2,offload=on", BridgeTarget("vmbr0.10", queues=2)),
+    # ,trunk: a link to another relay, on any target but stdio.
+    ("relay2.example:5000,trunk", TCPTarget("relay2.example", 5000, trunk=True)),
+    ("[::1]:5000,trunk", TCPTarget("::1", 5000, trunk=True)),
+    ("listen:127.0.0.1:5001,trunk", TCPListenTarget("127.0.0.1", 5001, trunk=True)),
+    ("5000:127.0.0.1:6000,trunk", UDPTarget(5000, "127.0.0.1", 6000, trunk=True)),
+    ("unix:/run/r2.sock,trunk", UnixTarget("/run/r2.sock", trunk=True)),
+    ("unix-listen:@hub,trunk", UnixListenTarget("\0hub", trunk=True)),
+    ("unixgram:/tmp/a:/tmp/b,trunk", UnixDgramTarget("/tmp/a", "/tmp/b", trunk=True)),
+    ("tap:tap0,trunk,queues=2", TapTarget("tap0", queues=2, trunk=True)),
+    ("br0,offload=off,trunk", BridgeTarget("br0", offload=False, trunk=True)),
 ])
 def test_accepted_forms(arg: str, expected: object) -> None:
     assert parse_target(arg) == expected
@@ -72,6 +82,12 @@ def test_accepted_forms(arg: str, expected: object) -> None:
     ("::", "LPORT::SPORT (UDP on 127.0.0.1) needs both ports"),
     ("7001::70000", "sending port '70000' is not a port number"),
     ("x::7001", "listening port 'x' is not a port number"),
+    ("127.0.0.1:5000,fast", "unknown target option 'fast' (known: trunk"),
+    ("127.0.0.1:5000,trunk=yes", "unknown target option 'trunk=yes'"),
+    ("listen:5000,", "unknown target option ''"),
+    ("127.0.0.1:5000,queues=2", "option 'queues=2' is for tap and bridge targets only"),
+    ("-,trunk", "stdio ('-') takes no options"),
+    ("unix:/tmp/a,b.sock", "unknown target option 'b.sock'"),   # ',' starts the options
 ])
 def test_rejected_forms_name_the_argument_and_reason(arg: str, reason: str) -> None:
     with pytest.raises(TargetError) as info:
@@ -84,8 +100,12 @@ def test_listen_forms() -> None:
     assert parse_listen("5000") == TCPListenTarget(None, 5000)
     assert parse_listen("[::1]:5000") == TCPListenTarget("::1", 5000)
     assert parse_listen("unix:/tmp/h.sock") == UnixListenTarget("/tmp/h.sock")
+    assert parse_listen("5000,trunk") == TCPListenTarget(None, 5000, trunk=True)
+    assert parse_listen("unix:/tmp/h.sock,trunk") == UnixListenTarget("/tmp/h.sock", trunk=True)
     with pytest.raises(TargetError):
         parse_listen("1:2:3")
+    with pytest.raises(TargetError, match="is for tap and bridge targets only"):
+        parse_listen("5000,queues=2")
 
 
 def test_local_udp_form_in_the_config_and_its_errors_at_their_line() -> None:
