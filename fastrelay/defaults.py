@@ -47,6 +47,23 @@ STOP_TIMEOUT_RANGE = (0.0, 60.0)
 # max_clients, max_clients_total: a hub holds at most 4096 ports (its switch's slots,
 # dataplane/switch.pxd), and its other targets need a few of them.
 CLIENTS_RANGE = (1, 4000)
+# Switch mode (and the learning a hub does to report loops and duplicate MACs): how long a
+# MAC stays in the table unseen (seconds, the Linux bridge's default), how many entries
+# it holds (learning stops there, counted), how many moves between ports per second make
+# a loop, and how long a port stays blocked after one (seconds).
+MAC_AGE = 300.0
+MAC_TABLE_SIZE = 65536
+LOOP_THRESHOLD = 5
+LOOP_HOLD = 10.0
+MAC_AGE_RANGE = (1.0, 86400.0)
+MAC_TABLE_SIZE_RANGE = (16, 1 << 20)  # 1M entries: 48 MiB of table at most
+LOOP_THRESHOLD_RANGE = (1, 10000)     # moves per second
+LOOP_HOLD_RANGE = (0.1, 3600.0)
+# The switch's housekeeping (holds that end, the sweep of expired MACs): every second.
+SWITCH_TICK_INTERVAL = 1.0
+# The most MAC table rows one stats answer shows (a full 64k table would make every answer
+# megabytes of JSON); the rest are counted in `mac_table_omitted`.
+STATS_MAC_TABLE_ROWS = 4096
 # Socket buffers asked for datagram ports: bursts of a VM outrun the default 208 KiB.
 DGRAM_SOCKET_BUFFER = 4 * 1024 * 1024
 # How often -v prints counters (seconds).

@@ -7,19 +7,23 @@ import contextvars
 import logging
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import defaults
 from ._core import (FRAME_MAX_LEN, QUEUE_BUDGET_DEFAULT_BYTES, QUEUE_DEFAULT_BYTES, Hub, Port,
-                    QueueBudget)
+                    QueueBudget, Switch)
 from .endpoints import Endpoint, make_endpoint
 from .errors import StartError
 from .ratelimit import RateLimitedLog
-from .stats import EndpointStats, Totals, format_totals
+from .stats import SWITCH_COUNTERS, EndpointStats, SwitchStats, Totals, format_totals
 from .stats_table import port_lines
 from .targets import Target
 from .tls import Network, TLSFiles
+
+if TYPE_CHECKING:
+    from ._core import SwitchEvent  # a type alias of the stub only
 
 log = logging.getLogger("fastrelay")
 
@@ -29,6 +33,9 @@ __all__ = ["RelayOptions", "Relay", "LINK"]
 # the context on to the tasks and reader callbacks created from there, so every line an
 # endpoint or the hub logs carries its link without passing names around.
 LINK: contextvars.ContextVar[str] = contextvars.ContextVar("fastrelay_link", default="")
+
+# Names of closed ports a relay remembers for the switch's log lines (see Relay._gone).
+_GONE_NAMES = 64
 
 
 @dataclass
@@ -50,6 +57,11 @@ class RelayOptions:
     tls_name: str | None = None      # name a TLS client checks instead of its target's host
     tls_timeout: float = defaults.TLS_HANDSHAKE_TIMEOUT
     allow: tuple[Network, ...] = ()  # TCP listeners accept only these sources (empty: any)
+    switch: bool = False             # a learning switch; False: a hub (floods every frame)
+    mac_age: float = defaults.MAC_AGE                # seconds an unseen MAC is remembered
+    mac_table_size: int = defaults.MAC_TABLE_SIZE    # MAC table entries; learning stops there
+    loop_threshold: int = defaults.LOOP_THRESHOLD    # MAC moves per second that mean a loop
+    loop_hold: float = defaults.LOOP_HOLD            # seconds a port stays blocked after one
 
     @property
     def port_kwargs(self) -> dict[str, Any]:
@@ -64,6 +76,7 @@ class _Tally:
         self.connections = 0
         self.disconnects = 0
         self.lost_bytes = 0
+        self.switching = dict.fromkeys(SWITCH_COUNTERS, 0)  # of the ports already closed
 
 
 class Relay:
@@ -74,6 +87,11 @@ class Relay:
     arrive in `_port_closed`, are logged (faults as warnings, orderly ends at -vv) and
     passed to the endpoint that owns the port. Stopping drains the ports' queues for up
     to `flush_timeout`, then closes every endpoint (sockets, taps) and the hub.
+
+    The hub forwards through a Switch: in switch mode (options.switch, hubs only) known
+    unicast goes to one port; otherwise every frame floods and the switch only learns.
+    Either way its events (a loop, a duplicate MAC, a port unblocked) become one log
+    line each, naming the ports, and its housekeeping runs once a second (`_on_tick`).
     """
 
     def __init__(self, targets: Sequence[Target], options: RelayOptions, *,
@@ -85,7 +103,12 @@ class Relay:
         # What every backlog of the relay may hold together (the daemon hands in one per
         # link, kept across the link's restarts); options.queue_total when not given.
         self.budget = budget if budget is not None else QueueBudget(options.queue_total)
-        self.hub = Hub(on_close=self._port_closed, budget=self.budget)
+        # Point to point is a hub of two ports: it floods, and learns only to report.
+        self.switch = Switch(forwarding=options.switch and not point_to_point,
+                             capacity=options.mac_table_size, mac_age=options.mac_age,
+                             move_threshold=options.loop_threshold, hold=options.loop_hold)
+        self.hub = Hub(on_close=self._port_closed, budget=self.budget, switch=self.switch,
+                       on_event=self._switch_events)
         self.endpoints: list[Endpoint] = [make_endpoint(t, self) for t in targets]
         self.labels = list(labels) if labels is not None else [str(t) for t in targets]
         self._owners: dict[Port, Endpoint] = {}
@@ -99,16 +122,28 @@ class Relay:
         self.log_limit = RateLimitedLog(log)
         # Clients refused by the allowlist: one line per source and interval.
         self.allow_log = RateLimitedLog(log, burst=1)
+        self._tick: asyncio.TimerHandle | None = None
+        # Each attached port's switch counters as of the last tick. The switch forgets a
+        # port's counters when it detaches it, before _port_closed hears of it, so what a
+        # closed port adds to its endpoint's counters is read here (up to a second old).
+        self._switch_seen: dict[int, dict[str, int]] = {}
+        # Names of the ports closed last (by switch port id): a switch event may name a
+        # port that closed in the same poll, before the event was handed over.
+        self._gone: dict[int, str] = {}
 
     # -- used by endpoints ------------------------------------------------------------
 
     def attach(self, port: Port, endpoint: Endpoint) -> None:
         """Join a freshly opened port to the hub on behalf of endpoint."""
         try:
-            self.hub.add(port)
+            self.hub.add(port, trunk=endpoint.trunk)
         except OSError as exc:
             raise StartError(port.name, f"cannot watch it: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            # The switch has no free slot (SWITCH_PORTS_MAX ports attached).
+            raise StartError(port.name, str(exc)) from None
         self._owners[port] = endpoint
+        self._switch_seen[port.switch_id] = dict.fromkeys(SWITCH_COUNTERS, 0)
         self._tally[endpoint].connections += 1
         self.log_limit.log(logging.INFO, ("attached", endpoint), "%s: attached", port.name)
 
@@ -125,6 +160,10 @@ class Relay:
         # The backlog outlives the port's descriptor: what is left in it was never sent.
         lost = port.queued_bytes
         endpoint = self._owners.pop(port, None)
+        switching = self._switch_seen.pop(port.switch_id, None)
+        self._gone[port.switch_id] = port.name
+        if len(self._gone) > _GONE_NAMES:
+            del self._gone[next(iter(self._gone))]
         # Peers close (and send bad frames) as often as they like: rate-limited lines.
         if fault:
             self.log_limit.log(logging.WARNING, ("fault", endpoint), "%s: %s%s", port.name,
@@ -136,7 +175,51 @@ class Relay:
             tally.retired.add(port)
             tally.disconnects += 1
             tally.lost_bytes += lost
+            for name, value in (switching or {}).items():
+                tally.switching[name] += value
             endpoint.port_closed(port, reason, fault)
+
+    def _port_name(self, switch_id: int) -> str:
+        """The name of the port with this switch port id (open, or closed a moment ago)."""
+        for port in self._owners:
+            if port.switch_id == switch_id:
+                return port.name
+        return self._gone.get(switch_id, f"a port that left (#{switch_id})")
+
+    def _switch_events(self, events: list[SwitchEvent]) -> None:
+        """The switch's events since the last poll: one log line each, rate-limited (a
+        storm through many MACs would otherwise be as many lines)."""
+        for kind, mac, vlan, before, after in events:
+            where = f"{mac} ({f'VLAN {vlan}' if vlan else 'untagged'})"
+            if kind == "unblocked":
+                self.log_limit.log(logging.WARNING, ("unblocked", after),
+                                   "%s: forwarding again after a suspected loop",
+                                   self._port_name(after))
+                continue
+            a, b = self._port_name(before), self._port_name(after)
+            pair = (kind, min(before, after), max(before, after))
+            if kind == "duplicate":
+                self.log_limit.log(logging.WARNING, pair, "duplicate MAC %s: seen on %s and %s "
+                                   "(two guests started with the same mac=?)", where, a, b)
+            elif self.switch.forwarding:
+                self.log_limit.log(logging.WARNING, pair, "loop suspected: %s moved between %s "
+                                   "and %s more than %d times in 1 s; not forwarding to/from "
+                                   "%s for %g s", where, a, b, self.options.loop_threshold, b,
+                                   self.options.loop_hold)
+            else:
+                self.log_limit.log(logging.WARNING, pair, "loop suspected: %s moved between %s "
+                                   "and %s more than %d times in 1 s; a hub forwards on "
+                                   "(a switch would block %s)", where, a, b,
+                                   self.options.loop_threshold, b)
+
+    def _on_tick(self) -> None:
+        """Once a second: the switch's housekeeping (holds that ended, expired MACs), and a
+        copy of every port's switch counters for the ports that close before the next."""
+        self._tick = asyncio.get_running_loop().call_later(defaults.SWITCH_TICK_INTERVAL,
+                                                           self._on_tick)
+        self.hub.tick()
+        for switch_id in self.hub.switch_ports():
+            self._switch_seen[switch_id] = self.switch.port_stats(switch_id)
 
     def stop(self, status: int = 0) -> None:
         """Make wait() return status (the caller then drains and closes)."""
@@ -156,6 +239,7 @@ class Relay:
         for endpoint, label in zip(self.endpoints, self.labels):
             tally = self._tally[endpoint]
             totals = Totals(tally.retired)
+            switching = dict(tally.switching)
             stats = EndpointStats(label, str(endpoint), counters=totals.values,
                                   connections=tally.connections,
                                   disconnects=tally.disconnects,
@@ -170,9 +254,35 @@ class Relay:
                     totals.add(port)
                     stats.connected += 1
                     stats.queued_bytes += port.queued_bytes
-                    stats.ports.append({"name": port.name, **port.stats()})
+                    decided = self.switch.port_stats(port.switch_id)
+                    for name, value in decided.items():
+                        switching[name] += value
+                    stats.ports.append({"name": port.name, **port.stats(), **decided,
+                                        "trunk": port.trunk,
+                                        "blocked": self.switch.is_blocked(port.switch_id)})
+            stats.counters.update(switching)
             out.append(stats)
         return out
+
+    def switch_stats(self, table: bool = False) -> SwitchStats:
+        """The switch's mode and counters; its MAC table too when table is set (at most
+        STATS_MAC_TABLE_ROWS rows, by VLAN and MAC; the rest are counted)."""
+        stats = SwitchStats(self.switch.mode, self.options.mac_age, self.switch.stats())
+        if table:
+            entries = sorted(self.switch.entries(time.monotonic_ns()),
+                             key=lambda entry: (entry[1], entry[0]))
+            shown = entries[:defaults.STATS_MAC_TABLE_ROWS]
+            ports = {port.switch_id: (port.name, self._owners[port]) for port in self._owners}
+            labels = dict(zip(self.endpoints, self.labels))
+            rows = []
+            for mac, vlan, switch_id, age in shown:
+                name, endpoint = ports.get(switch_id, (self._port_name(switch_id), None))
+                label = labels.get(endpoint) if endpoint is not None else None
+                rows.append({"mac": mac, "vlan": vlan, "port": name, "endpoint": label,
+                             "age": round(age, 1)})
+            stats.table = rows
+            stats.omitted = len(entries) - len(shown)
+        return stats
 
     def queued_bytes(self) -> int:
         """Bytes waiting in the ports' backlogs."""
@@ -184,6 +294,7 @@ class Relay:
         self._done = loop.create_future()
         loop.add_reader(self.hub.fileno(), self.hub.poll)
         self._watching = True
+        self._tick = loop.call_later(defaults.SWITCH_TICK_INTERVAL, self._on_tick)
         for endpoint in self.endpoints:
             try:
                 await endpoint.start()
@@ -217,6 +328,9 @@ class Relay:
         if self._closed:
             return
         self._closed = True
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         if self._watching:
             asyncio.get_running_loop().remove_reader(self.hub.fileno())
             self._watching = False

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Totals", "format_totals", "COUNTERS", "EndpointStats", "LinkStats"]
+__all__ = ["Totals", "format_totals", "COUNTERS", "SWITCH_COUNTERS", "SWITCH_TOTALS",
+           "EndpointStats", "LinkStats", "Snapshot", "SwitchStats"]
 
 COUNTERS = ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes",
             "drop_queue", "drop_invalid", "drop_send")
+# What the switch decided for the frames a port received (Switch.port_stats): sent to
+# the one port their destination was learned on, flooded (group or unknown destination),
+# dropped as filtered (destination behind the same port, or trunk to trunk), or dropped
+# because a loop had the port blocked.
+SWITCH_COUNTERS = ("unicast", "flooded", "filtered", "drop_blocked")
+# The switch's own counters that only grow (Switch.stats()); the rest of it are gauges.
+SWITCH_TOTALS = ("full_refused", "moves", "loops", "duplicates", "events_lost")
 
 
 class Totals:
@@ -40,7 +48,8 @@ class EndpointStats:
 
     label: str                   # the target as written in the config or on the command line
     name: str                    # what the logs call it ("tcp 127.0.0.1:5001")
-    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    counters: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(COUNTERS + SWITCH_COUNTERS, 0))
     connected: int = 0           # ports open now (a listener may have many)
     connections: int = 0         # ports opened so far: connects and accepts
     disconnects: int = 0         # ports closed so far, for any reason
@@ -56,7 +65,7 @@ class EndpointStats:
 
     def absorb(self, earlier: EndpointStats) -> None:
         """Add the cumulative counters of an earlier run of the same endpoint."""
-        for name in COUNTERS:
+        for name in COUNTERS + SWITCH_COUNTERS:
             self.counters[name] += earlier.counters[name]
         self.connections += earlier.connections
         self.disconnects += earlier.disconnects
@@ -81,6 +90,35 @@ class EndpointStats:
 
 
 @dataclass
+class SwitchStats:
+    """The switch of one link or hub: its mode, counters and (when asked for) MAC table.
+
+    A point-to-point link's relay is a hub of two ports: it learns too, so that loops and
+    duplicate MACs are reported there as well.
+    """
+
+    mode: str                    # "hub" (floods, learns only to report) or "switch"
+    mac_age: float               # seconds an unseen MAC stays in the table
+    # Switch.stats(): entries, capacity (gauges); SWITCH_TOTALS (counters)
+    counters: dict[str, int] = field(default_factory=dict)
+    # The MAC table: {"mac", "vlan", "port" (its name), "endpoint" (its label), "age"}
+    table: list[dict[str, Any]] | None = None
+    omitted: int = 0             # table rows left out of `table` (see STATS_MAC_TABLE_ROWS)
+
+    def absorb(self, earlier: SwitchStats) -> None:
+        """Add the counters of an earlier run of the same link (the gauges are this run's)."""
+        for name in SWITCH_TOTALS:
+            self.counters[name] = self.counters.get(name, 0) + earlier.counters.get(name, 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": self.mode, "mac_age": self.mac_age, **self.counters}
+        if self.table is not None:
+            out["mac_table"] = self.table
+            out["mac_table_omitted"] = self.omitted
+        return out
+
+
+@dataclass
 class LinkStats:
     """One link or hub of the daemon: its state and its endpoints' counters."""
 
@@ -91,6 +129,12 @@ class LinkStats:
     error: str | None            # why it last failed, if it did
     endpoints: list[EndpointStats]
     budget: dict[str, int] | None = None  # its QueueBudget: limit, used, peak, refused_frames
+    switch: SwitchStats | None = None     # its switch (hub or switch mode): counters, table
+
+    @property
+    def mode(self) -> str | None:
+        """"hub" or "switch" for a hub; None for a link (point to point has no mode)."""
+        return self.switch.mode if self.kind == "hub" and self.switch is not None else None
 
     @property
     def unforwarded(self) -> int | None:
@@ -109,9 +153,10 @@ class LinkStats:
         return lost
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "state": self.state,
+        return {"name": self.name, "kind": self.kind, "mode": self.mode, "state": self.state,
                 "restarts": self.restarts, "error": self.error,
                 "unforwarded_frames": self.unforwarded, "queue_budget": self.budget,
+                "switch": self.switch.as_dict() if self.switch is not None else None,
                 "endpoints": [e.as_dict() for e in self.endpoints]}
 
 
@@ -135,3 +180,9 @@ def format_totals(now: Totals, before: Totals | None, interval: float) -> str:
             f"(total {now['tx_frames']} fr) | dropped {drops} "
             f"(queue full {now['drop_queue']}, invalid {now['drop_invalid']}, "
             f"send {now['drop_send']})")
+
+
+class Snapshot(Protocol):
+    """What the daemon's services read: every link's LinkStats (MAC tables when asked)."""
+
+    def __call__(self, tables: bool = False) -> list[LinkStats]: ...

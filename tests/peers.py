@@ -35,10 +35,16 @@ def free_port(family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> i
         return int(s.getsockname()[1])
 
 
-def make_frame(size: int, seq: int = 0, rng: random.Random | None = None) -> bytes:
+# The source MAC of make_frame(): one guest's. Two peers of a hub sending with it look
+# like two guests started with the same mac= (the relay logs a duplicate MAC).
+PEER_MAC = b"\x02\x00\x00\x00\x00\x01"
+
+
+def make_frame(size: int, seq: int = 0, rng: random.Random | None = None,
+               src: bytes = PEER_MAC) -> bytes:
     """An Ethernet-looking frame of size bytes: broadcast dst, local src, seq, random tail."""
     assert size >= 14
-    head = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5"
+    head = b"\xff" * 6 + src + b"\x88\xb5"
     body = struct.pack(">Q", seq) + (rng or random).randbytes(max(0, size - 22))
     return (head + body)[:size]
 

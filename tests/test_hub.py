@@ -60,7 +60,7 @@ def test_bad_length_drops_only_that_client(relay_process) -> None:  # type: igno
     a.send([make_frame(60)])
     b.recv(1)
     bad.recv(1)
-    good = make_frame(100, 1)
+    good = make_frame(100, 1, src=b"\x02\x00\x00\x00\x00\xbd")  # another guest than a's
     bad.send_raw(len(good).to_bytes(4, "big") + good + (70000).to_bytes(4, "big") + b"x" * 100)
     # The frame before the bad length still arrives; then the bad client is closed.
     assert a.recv(1) == [good] and b.recv(1) == [good]

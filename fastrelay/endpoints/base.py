@@ -158,6 +158,9 @@ class Endpoint(abc.ABC):
         self.refused_allow = 0  # clients closed at accept: not in the allowlist (listeners)
         self.handshakes = 0  # TLS handshakes completed
         self.handshake_failures: dict[str, int] = {}  # failed TLS handshakes, by kind
+        # `,trunk`: a link to another relay; each of the endpoint's ports joins the hub's
+        # switch as a trunk port (split horizon). Stdio has no such field: never a trunk.
+        self.trunk: bool = getattr(target, "trunk", False)
 
     def __str__(self) -> str:
         return str(self.target)
