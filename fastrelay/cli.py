@@ -27,6 +27,7 @@ __all__ = ["main", "build_parser"]
 USAGE = """\
 fastrelay [-v]... [options] SRC DEST          point to point (netrelay SRC DEST)
        fastrelay [-v]... [options] -l LISTEN [TARGET...]  hub (netrelay -l PORT TARGET...)
+       fastrelay --switch [options] -l LISTEN [TARGET...] a learning switch
        fastrelay                                    hub on 127.0.0.1:%d, no configuration
        fastrelay [-v]... --config FILE              daemon: every link and hub of FILE
        fastrelay --check FILE                       validate FILE, start nothing
@@ -42,6 +43,15 @@ In a hub every frame goes to every other port, never back to its sender; a slow 
 loses its own frames (counted) and slows nobody. Point to point exits 0 when a side ends,
 unless --reconnect is given.
 
+--switch makes the hub a learning switch: it learns the port behind each source MAC
+(per VLAN) and sends a frame to a known MAC to that one port; broadcast, multicast and
+unknown destinations still go everywhere. MACs unseen for --mac-age seconds are
+forgotten, those of a port that closes at once. Mark links to other relays ,trunk: a
+frame from a trunk never goes out on another trunk, so relays linked in a triangle or a
+full mesh never loop. A MAC that moves between ports more than --loop-threshold times a
+second means a loop: one log line, and the port it moved to is blocked for --loop-hold
+seconds. A MAC seen on two guests' ports within 2 s is logged as a duplicate (hubs too).
+
 The daemon (--config) runs many links and hubs in one process: TCP clients reconnect,
 listeners keep accepting, a failing link never stops the others; SIGHUP reloads FILE
 (unchanged links keep their connections), SIGTERM drains queues and exits 0. See
@@ -50,6 +60,8 @@ examples/fastrelay.toml and the README's "Daemon" section.
 examples:
   fastrelay -l 5000
       qemu ... -netdev socket,id=n0,connect=127.0.0.1:5000 -device virtio-net-pci,netdev=n0
+  fastrelay --switch -l 5000 hostB:5000,trunk       (on host A; on host B: ... hostA:5000,trunk
+                                                    and --reconnect on both: either may restart)
   fastrelay 6000:127.0.0.1:6001 7000:127.0.0.1:7001
       qemu ... -netdev socket,id=n0,udp=127.0.0.1:6000,localaddr=127.0.0.1:6001
       qemu ... -netdev socket,id=n0,udp=127.0.0.1:7000,localaddr=127.0.0.1:7001
@@ -90,6 +102,11 @@ def _number(low: float, high: float, integer: bool = False) -> Callable[[str], f
             raise argparse.ArgumentTypeError(why)
         return value
     return convert
+
+
+def _span(limits: tuple[float, float]) -> str:
+    low, high = limits
+    return f"{low}..{high}" if isinstance(low, int) else f"{low:g}..{high:g}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,6 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow", metavar="CIDR", action="append", type=_network,
                         help="TCP listeners accept clients only from CIDR (repeatable; "
                              "others are closed at once, counted and logged)")
+    parser.add_argument("--switch", action="store_true",
+                        help="hub form: a learning switch instead of a hub (see below)")
+    parser.add_argument("--mac-age", type=_number(*defaults.MAC_AGE_RANGE), metavar="SECONDS",
+                        help=f"forget a MAC unseen this long (default {defaults.MAC_AGE:g}, "
+                             f"range {_span(defaults.MAC_AGE_RANGE)})")
+    parser.add_argument("--mac-table-size", type=_number(*defaults.MAC_TABLE_SIZE_RANGE, True),
+                        metavar="N",
+                        help=f"MAC table entries; when full, new MACs are flooded to, not "
+                             f"learned (default {defaults.MAC_TABLE_SIZE}, range "
+                             f"{_span(defaults.MAC_TABLE_SIZE_RANGE)})")
+    parser.add_argument("--loop-threshold", type=_number(*defaults.LOOP_THRESHOLD_RANGE, True),
+                        metavar="N",
+                        help=f"a MAC moving between ports more than N times a second is a "
+                             f"loop (default {defaults.LOOP_THRESHOLD})")
+    parser.add_argument("--loop-hold", type=_number(*defaults.LOOP_HOLD_RANGE),
+                        metavar="SECONDS",
+                        help=f"how long a switch blocks the port a looping MAC moved to "
+                             f"(default {defaults.LOOP_HOLD:g}, range "
+                             f"{_span(defaults.LOOP_HOLD_RANGE)})")
     parser.add_argument("--config", metavar="FILE",
                         help="run every link and hub of the TOML file FILE (daemon)")
     parser.add_argument("--check", metavar="FILE",
@@ -175,12 +211,16 @@ def _setup_logging(verbosity: int) -> None:
 # Options that set link behaviour: the daemon takes them from its config file instead.
 _LINK_OPTIONS = ("listen", "reconnect", "queue", "queue_total", "max_frame",
                  "max_clients", "max_clients_total", "bind", "reconnect_initial", "reconnect_max",
-                 "tls_cert", "tls_key", "tls_ca", "allow")
+                 "tls_cert", "tls_key", "tls_ca", "allow",
+                 "switch", "mac_age", "mac_table_size", "loop_threshold", "loop_hold")
+# Options of the hub form only: point to point forwards everything between its two sides.
+_HUB_OPTIONS = ("switch", "mac_age", "mac_table_size", "loop_threshold", "loop_hold")
 
 
-def _link_options_given(args: argparse.Namespace) -> list[str]:
+def _link_options_given(args: argparse.Namespace,
+                        names: Sequence[str] = _LINK_OPTIONS) -> list[str]:
     return ["--" + name.replace("_", "-") if name != "listen" else "-l"
-            for name in _LINK_OPTIONS if getattr(args, name) not in (None, False)]
+            for name in names if getattr(args, name) not in (None, False)]
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -278,6 +318,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `doctor --max-frame N BRIDGE...`: argparse ends the positionals at the option.
         args.targets += extra
     elif extra:
+        for arg in extra:
+            if arg.startswith("-,"):
+                # Stdio with options, which argparse takes for an option: say what is wrong.
+                try:
+                    parse_target(arg)
+                except RelayError as exc:
+                    parser.error(str(exc))
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.check is not None:
@@ -302,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     _setup_logging(args.verbosity)
-    options = RelayOptions(verbosity=args.verbosity, reconnect=args.reconnect, bind=args.bind)
+    options = RelayOptions(verbosity=args.verbosity, reconnect=args.reconnect, bind=args.bind,
+                           switch=args.switch)
     if args.queue is not None:
         options.queue_bytes = args.queue
     if args.queue_total is not None:
@@ -313,6 +361,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         options.max_clients = args.max_clients
     if args.max_clients_total is not None:
         options.max_clients_total = args.max_clients_total
+    if args.mac_age is not None:
+        options.mac_age = args.mac_age
+    if args.mac_table_size is not None:
+        options.mac_table_size = args.mac_table_size
+    if args.loop_threshold is not None:
+        options.loop_threshold = args.loop_threshold
+    if args.loop_hold is not None:
+        options.loop_hold = args.loop_hold
     if args.reconnect_initial is not None:
         options.backoff["initial"] = args.reconnect_initial
     if args.reconnect_max is not None:
@@ -336,6 +392,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
         elif len(targets) == 2:
             point_to_point = True
+            given = _link_options_given(args, _HUB_OPTIONS)
+            if given:
+                parser.error(f"{', '.join(given)}: point to point forwards everything between "
+                             f"its two sides; a switch is the hub form (-l LISTEN [TARGET...])")
+            trunks = [arg for arg, t in zip(args.targets, targets) if getattr(t, "trunk", False)]
+            if trunks:
+                parser.error(f"{trunks[0]!r}: ',trunk' is for the hub form (-l LISTEN "
+                             f"[TARGET...]); point to point has no other port to keep a "
+                             f"trunk's frames from")
         else:
             parser.error(f"point to point needs exactly two targets, got {len(targets)} "
                          f"(use -l LISTEN for a hub)")

@@ -15,12 +15,15 @@ The format (README "Daemon" has a full example)::
 
     [hub.NAME]                   # a hub: any number of endpoints, plus an optional -l
     listen = "127.0.0.1:5000"
-    endpoints = ["relay2.example:5000"]
+    endpoints = ["relay2.example:5000,trunk"]
+    mode = "switch"              # a learning switch ("hub", the default, floods)
 
 Endpoints use the command line's target syntax (targets.py), except `-` (stdio). Options
 (in [defaults] or a link/hub): reconnect, reconnect_initial, reconnect_max,
 reconnect_factor, reconnect_jitter, connect_timeout, queue, max_frame, max_clients,
-max_clients_total, bind. Every number has a range (defaults.py); inf and nan are refused.
+max_clients_total, bind; for hubs only (in [defaults] or a hub): mode, mac_age,
+mac_table_size, loop_threshold, loop_hold. Every number has a range (defaults.py); inf
+and nan are refused.
 
 tomllib reports syntax errors with a line but knows nothing of keys once parsed, so the
 line of each key is found here by scanning the text (`KeyLines`); a problem is reported
@@ -86,7 +89,7 @@ def _show_size(n: int) -> str:
 def check_number(value: object, low: float, high: float, *, integer: bool = False) -> str | None:
     """None when value is a finite number within low..high (an integer if integer is set);
     otherwise why not, as the end of an error line."""
-    span = f"{low:g}..{high:g}"
+    span = f"{int(low)}..{int(high)}" if integer else f"{low:g}..{high:g}"
     if integer:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"must be an integer within {span}"
@@ -129,6 +132,12 @@ class LinkOptions:
     tls_name: str | None = None
     tls_timeout: float = defaults.TLS_HANDSHAKE_TIMEOUT
     allow: tuple[str, ...] = ()      # CIDR texts, checked by parse_allow
+    # Hubs only (a link's are the defaults', and unused): see RelayOptions.
+    mode: str = "hub"
+    mac_age: float = defaults.MAC_AGE
+    mac_table_size: int = defaults.MAC_TABLE_SIZE
+    loop_threshold: int = defaults.LOOP_THRESHOLD
+    loop_hold: float = defaults.LOOP_HOLD
 
     def relay_options(self, verbosity: int = 0) -> RelayOptions:
         """The RelayOptions a link with these options runs with."""
@@ -140,7 +149,10 @@ class LinkOptions:
             max_frame=self.max_frame, bind=self.bind, connect_timeout=self.connect_timeout,
             max_clients=self.max_clients, max_clients_total=self.max_clients_total,
             backoff={"initial": self.reconnect_initial, "maximum": self.reconnect_max,
-                     "factor": self.reconnect_factor, "jitter": self.reconnect_jitter})
+                     "factor": self.reconnect_factor, "jitter": self.reconnect_jitter},
+            switch=self.mode == "switch", mac_age=self.mac_age,
+            mac_table_size=self.mac_table_size, loop_threshold=self.loop_threshold,
+            loop_hold=self.loop_hold)
 
 
 @dataclass(frozen=True)
@@ -262,6 +274,9 @@ _OPTION_KEYS = ("reconnect", "reconnect_initial", "reconnect_max", "reconnect_fa
                 "reconnect_jitter", "connect_timeout", "queue", "queue_total", "max_frame",
                 "max_clients", "max_clients_total", "bind", "tls_cert", "tls_key", "tls_ca",
                 "tls_name", "tls_timeout", "allow")
+# Options of hubs only: allowed in [defaults] (for every hub) and [hub.NAME].
+_HUB_KEYS = ("mode", "mac_age", "mac_table_size", "loop_threshold", "loop_hold")
+_MODES = ("hub", "switch")
 # The numeric options: (low, high, integer).
 _RANGES: dict[str, tuple[float, float, bool]] = {
     "reconnect_initial": (*defaults.DELAY_RANGE, False),
@@ -273,6 +288,10 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "max_clients": (*defaults.CLIENTS_RANGE, True),
     "max_clients_total": (*defaults.CLIENTS_RANGE, True),
     "tls_timeout": (*defaults.TLS_TIMEOUT_RANGE, False),
+    "mac_age": (*defaults.MAC_AGE_RANGE, False),
+    "mac_table_size": (*defaults.MAC_TABLE_SIZE_RANGE, True),
+    "loop_threshold": (*defaults.LOOP_THRESHOLD_RANGE, True),
+    "loop_hold": (*defaults.LOOP_HOLD_RANGE, False),
 }
 _DAEMON_KEYS = ("metrics", "control", "stop_timeout")
 
@@ -401,6 +420,13 @@ class _Checker:
             else:
                 self.problem(path + ("allow",), "must be a list of CIDR strings "
                                                 "([\"10.1.0.0/16\", \"::1\"])")
+        if "mode" in table:
+            mode = table["mode"]
+            if mode in _MODES:
+                values["mode"] = mode
+            else:
+                shown = repr(mode) if isinstance(mode, str) else _type_name(mode)
+                self.problem(path + ("mode",), f"must be \"hub\" or \"switch\", not {shown}")
         merged = {**base.__dict__, **values}
         if merged["reconnect_max"] < merged["reconnect_initial"]:
             self.problem(path + ("reconnect_max",), "must be >= reconnect_initial "
@@ -408,7 +434,8 @@ class _Checker:
             merged["reconnect_max"] = merged["reconnect_initial"]
         return LinkOptions(**merged)
 
-    def targets(self, table: dict[str, Any], path: tuple[str, ...]) -> list[tuple[str, Target]]:
+    def targets(self, table: dict[str, Any], path: tuple[str, ...],
+                hub: bool) -> list[tuple[str, Target]]:
         raw = table.get("endpoints", [])
         if not isinstance(raw, list):
             self.problem(path + ("endpoints",), "must be a list of targets, e.g. "
@@ -428,6 +455,11 @@ class _Checker:
             if isinstance(target, StdioTarget):
                 self.problem(path + ("endpoints", i), "'-' (stdio) is for the command line "
                                                       "only", item=text)
+                continue
+            if target.trunk and not hub:
+                self.problem(path + ("endpoints", i), "',trunk' is for hubs: a link (point to "
+                                                      "point) has no other port to keep a "
+                                                      "trunk's frames from", item=text)
                 continue
             out.append((text, target))
         return out
@@ -477,9 +509,17 @@ def _link(check: _Checker, kind: str, name: str, table: Any, base: LinkOptions,
         check.problem(later, f"the name is already used by [{first[0]}.{name}] "
                              "(links and hubs share one set of names)")
         return None
-    check.unknown(table, path, ("endpoints",) + _OPTION_KEYS + (("listen",) if kind == "hub"
-                                                                  else ()))
-    pairs = check.targets(table, path)
+    check.unknown(table, path, ("endpoints",) + _OPTION_KEYS + _HUB_KEYS
+                  + (("listen",) if kind == "hub" else ()))
+    if kind == "link":
+        for hub_key in _HUB_KEYS:
+            if hub_key in table:
+                what = "mode" if hub_key == "mode" else "switch option"
+                check.problem(path + (hub_key,),
+                              f"a link (point to point) takes no {what}: it forwards "
+                              f"everything between its two endpoints (a switch is a "
+                              f"[hub.{name}] with mode = \"switch\")")
+    pairs = check.targets(table, path, hub=kind == "hub")
     if kind == "hub" and "listen" in table:
         listen = table["listen"]
         try:
@@ -500,7 +540,9 @@ def _link(check: _Checker, kind: str, name: str, table: Any, base: LinkOptions,
                       f"for more)")
     if kind == "hub" and count == 0 and "listen" not in table:
         check.problem(path, "a hub needs `listen` or at least one endpoint")
-    options = check.options(table, path, base)
+    # A link's hub-only keys are reported above, once: not parsed as options too.
+    options = check.options(table if kind == "hub" else
+                            {k: v for k, v in table.items() if k not in _HUB_KEYS}, path, base)
     if any(getattr(t, "tls", False) for _, t in pairs):
         # Read the files now: a bad one is reported by --check and at start, not at the
         # first connection.
@@ -557,7 +599,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     base = LinkOptions()
     deftable = check.table(doc, ("defaults",))
     if deftable is not None:
-        check.unknown(deftable, ("defaults",), _OPTION_KEYS)
+        check.unknown(deftable, ("defaults",), _OPTION_KEYS + _HUB_KEYS)
         base = check.options(deftable, ("defaults",), base)
 
     links: dict[str, LinkSpec] = {}
