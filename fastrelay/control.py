@@ -20,7 +20,7 @@ from .endpoints.base import SocketFile, remove_stale_socket
 from .errors import RelayError, StartError
 from .metrics import render_prometheus, stats_document
 from .service import OneShotServer, RequestTooLong, read_until
-from .stats import LinkStats
+from .stats import LinkStats, Snapshot
 
 log = logging.getLogger("fastrelay")
 
@@ -36,7 +36,7 @@ class ControlServer:
     of descriptors. A command line longer than CONTROL_LINE_MAX is answered with an error.
     """
 
-    def __init__(self, path: str, snapshot: Callable[[], list[LinkStats]],
+    def __init__(self, path: str, snapshot: Snapshot,
                  uptime: Callable[[], float]) -> None:
         self.path = path
         self.snapshot = snapshot
@@ -95,7 +95,8 @@ class ControlServer:
 
     def _answer(self, command: str) -> str:
         if command == "stats":
-            return json.dumps(stats_document(self.snapshot(), self.uptime()), indent=1) + "\n"
+            document = stats_document(self.snapshot(tables=True), self.uptime())
+            return json.dumps(document, indent=1) + "\n"
         if command == "metrics":
             return render_prometheus(self.snapshot())
         shown = command if len(command) <= 40 else command[:40] + "..."

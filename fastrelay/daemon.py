@@ -39,7 +39,7 @@ from .control import ControlServer
 from .errors import ConfigError, StartError, TargetError
 from .metrics import MetricsServer
 from .relay import LINK, Relay
-from .stats import EndpointStats, LinkStats
+from .stats import EndpointStats, LinkStats, SwitchStats
 from .tls import TLSSetupError
 
 log = logging.getLogger("fastrelay")
@@ -134,6 +134,9 @@ class LinkRunner:
         # One backlog budget for the link, whichever of its runs holds the bytes.
         self.budget = QueueBudget(spec.options.queue_total)
         self._earlier = [EndpointStats(label, label) for label in spec.endpoints]
+        options = spec.options
+        mode = "switch" if options.mode == "switch" and not spec.point_to_point else "hub"
+        self._earlier_switch = SwitchStats(mode, options.mac_age)  # its counters, likewise
         self._task: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._stopping = False
@@ -236,6 +239,7 @@ class LinkRunner:
             now.lost_bytes += now.queued_bytes  # closing discards what is still queued
             earlier.name = now.name
             earlier.absorb(now)
+        self._earlier_switch.absorb(relay.switch_stats())
         relay.close()
 
     async def stop(self, timeout: float) -> None:
@@ -257,17 +261,24 @@ class LinkRunner:
                 await task
         self.state = "stopped"
 
-    def snapshot(self) -> LinkStats:
-        """State and counters, this run plus the earlier ones."""
-        current = (self.relay.endpoint_stats() if self.relay is not None and self.state == "up"
+    def snapshot(self, tables: bool = False) -> LinkStats:
+        """State and counters, this run plus the earlier ones; with tables, the MAC table."""
+        up = self.relay is not None and self.state == "up"
+        current = (self.relay.endpoint_stats() if self.relay is not None and up
                    else [EndpointStats(e.label, e.name) for e in self._earlier])
         for now, earlier in zip(current, self._earlier):
             now.absorb(earlier)
+        earlier_switch = self._earlier_switch
+        switch = (self.relay.switch_stats(tables) if self.relay is not None and up
+                  else SwitchStats(earlier_switch.mode, earlier_switch.mac_age,
+                                   {"entries": 0, "capacity": self.spec.options.mac_table_size},
+                                   [] if tables else None))
+        switch.absorb(earlier_switch)
         budget = self.budget
         return LinkStats(self.spec.name, self.spec.kind, self.state, self.restarts,
                          self.error, current,
                          {"limit": budget.limit, "used": budget.used, "peak": budget.peak,
-                          "refused_frames": budget.refused})
+                          "refused_frames": budget.refused}, switch)
 
 
 # -- the process -----------------------------------------------------------------------------
@@ -287,8 +298,9 @@ class Daemon:
         self._reloads: set[asyncio.Task[None]] = set()
         self._began = time.monotonic()
 
-    def snapshot(self) -> list[LinkStats]:
-        return [runner.snapshot() for runner in self.runners.values()]
+    def snapshot(self, tables: bool = False) -> list[LinkStats]:
+        """Every link's state and counters; with tables, each switch's MAC table too."""
+        return [runner.snapshot(tables) for runner in self.runners.values()]
 
     def uptime(self) -> float:
         return time.monotonic() - self._began

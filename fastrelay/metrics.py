@@ -22,7 +22,7 @@ from typing import Any
 from . import __version__, defaults
 from .errors import StartError
 from .service import OneShotServer, RequestTooLong, read_until
-from .stats import LinkStats
+from .stats import LinkStats, Snapshot
 from .tls import FAILURE_KINDS
 
 log = logging.getLogger("fastrelay")
@@ -43,10 +43,22 @@ _ENDPOINT_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
      "Frame bytes sent (or queued to send) to the endpoint's peers.", "tx_bytes", {}),
     ("fastrelay_dropped_frames_total", "counter",
      ("Frames dropped, by reason: queue_full (the peer is slower than the others), "
-      "invalid (malformed frame received), send_error (refused by the kernel)."),
+      "invalid (malformed frame received), send_error (refused by the kernel), "
+      "loop_blocked (received while a suspected loop had the port blocked)."),
      "drop_queue", {"reason": "queue_full"}),
     ("fastrelay_dropped_frames_total", "counter", "", "drop_invalid", {"reason": "invalid"}),
     ("fastrelay_dropped_frames_total", "counter", "", "drop_send", {"reason": "send_error"}),
+    ("fastrelay_dropped_frames_total", "counter", "", "drop_blocked",
+     {"reason": "loop_blocked"}),
+    ("fastrelay_unicast_frames_total", "counter",
+     "Frames received from the endpoint's peers that went to the one port their "
+     "destination MAC was learned on (switch mode).", "unicast", {}),
+    ("fastrelay_flooded_frames_total", "counter",
+     "Frames received from the endpoint's peers that went to every other port: broadcast, "
+     "multicast, an unknown destination, or any frame in hub mode.", "flooded", {}),
+    ("fastrelay_filtered_frames_total", "counter",
+     "Frames received from the endpoint's peers that went nowhere: their destination is "
+     "behind the same port, or both are trunks (split horizon).", "filtered", {}),
     ("fastrelay_lost_on_close_bytes_total", "counter",
      "Bytes still queued for a peer when its connection closed (never sent).",
      "lost_bytes", {}),
@@ -80,6 +92,29 @@ _BUDGET_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("fastrelay_queue_budget_refused_frames_total", "counter",
      "Frames dropped because the link's backlogs together were full (also in queue_full).",
      "refused_frames"),
+)
+
+
+# Per link: its switch (a hub learns too). name, type, help, SwitchStats.counters key.
+_SWITCH_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("fastrelay_fdb_entries", "gauge",
+     "MACs in the link's MAC table (forwarding database) now.", "entries"),
+    ("fastrelay_fdb_capacity", "gauge",
+     "Most MACs the link's table holds (mac_table_size); when full it stops learning.",
+     "capacity"),
+    ("fastrelay_fdb_refused_frames_total", "counter",
+     "Frames whose source MAC was not learned because the MAC table was full.",
+     "full_refused"),
+    ("fastrelay_mac_moves_total", "counter",
+     "Times a learned MAC was seen on another port than before.", "moves"),
+    ("fastrelay_loops_total", "counter",
+     "Suspected loops: a MAC moved between ports more than loop_threshold times in 1 s.",
+     "loops"),
+    ("fastrelay_duplicate_macs_total", "counter",
+     "Duplicate MACs: one MAC seen on two non-trunk ports within 2 s.", "duplicates"),
+    ("fastrelay_switch_events_lost_total", "counter",
+     "Loop and duplicate events not logged because too many came at once (still counted "
+     "in fastrelay_loops_total and fastrelay_duplicate_macs_total).", "events_lost"),
 )
 
 
@@ -121,6 +156,11 @@ def render_prometheus(links: Iterable[LinkStats]) -> str:
         for link in links:
             if link.budget is not None:
                 sample(name, kind, text, {"link": link.name}, link.budget[key])
+    for name, kind, text, key in _SWITCH_METRICS:
+        for link in links:
+            if link.switch is not None and key in link.switch.counters:
+                sample(name, kind, text, {"link": link.name}, link.switch.counters[key])
+        families.setdefault(name, (kind, text, []))
     for link in links:
         if link.unforwarded is not None:
             sample("fastrelay_link_unforwarded_frames_total", "counter",
@@ -167,7 +207,7 @@ class MetricsServer:
     Served by a OneShotServer, so it still answers when the daemon is out of descriptors.
     """
 
-    def __init__(self, address: tuple[str, int], snapshot: Callable[[], list[LinkStats]],
+    def __init__(self, address: tuple[str, int], snapshot: Snapshot,
                  uptime: Callable[[], float]) -> None:
         self.address = address
         self.snapshot = snapshot
@@ -232,6 +272,7 @@ class MetricsServer:
         if target == "/metrics":
             return "200 OK", CONTENT_TYPE, render_prometheus(self.snapshot()), is_head
         if target in ("/stats", "/stats.json"):
-            body = json.dumps(stats_document(self.snapshot(), self.uptime()), indent=1)
+            document = stats_document(self.snapshot(tables=True), self.uptime())
+            body = json.dumps(document, indent=1)
             return "200 OK", "application/json", body + "\n", is_head
         return "404 Not Found", "text/plain", "try /metrics or /stats\n", is_head
