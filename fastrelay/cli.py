@@ -60,8 +60,10 @@ examples/fastrelay.toml and the README's "Daemon" section.
 examples:
   fastrelay -l 5000
       qemu ... -netdev socket,id=n0,connect=127.0.0.1:5000 -device virtio-net-pci,netdev=n0
-  fastrelay --switch -l 5000 hostB:5000,trunk       (on host A; on host B: ... hostA:5000,trunk
-                                                    and --reconnect on both: either may restart)
+  fastrelay --switch --reconnect -l 5000 hostB:5001,trunk     (on host A)
+  fastrelay --switch -l 5000 listen:5001,trunk                 (on host B)
+      a switch on each host, guests on port 5000, one trunk link between the two
+      (one link per pair of relays, ,trunk at both ends)
   fastrelay 6000:127.0.0.1:6001 7000:127.0.0.1:7001
       qemu ... -netdev socket,id=n0,udp=127.0.0.1:6000,localaddr=127.0.0.1:6001
       qemu ... -netdev socket,id=n0,udp=127.0.0.1:7000,localaddr=127.0.0.1:7001

@@ -115,5 +115,5 @@ def test_help_documents_switch_mode() -> None:
                             text=True, timeout=20, check=True)
     for text in ("--switch", "--mac-age SECONDS", "--mac-table-size N", "--loop-threshold N",
                  "--loop-hold SECONDS", "TARGET,trunk", "split horizon",
-                 "fastrelay --switch -l 5000 hostB:5000,trunk"):
+                 "fastrelay --switch -l 5000 listen:5001,trunk"):
         assert text in result.stdout, text
