@@ -20,7 +20,7 @@ from .endpoints.base import SocketFile, remove_stale_socket
 from .errors import RelayError, StartError
 from .metrics import render_prometheus, stats_document
 from .service import OneShotServer, RequestTooLong, read_until
-from .stats import LinkStats, Snapshot
+from .stats import Snapshot
 
 log = logging.getLogger("fastrelay")
 

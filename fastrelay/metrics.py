@@ -51,14 +51,14 @@ _ENDPOINT_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
     ("fastrelay_dropped_frames_total", "counter", "", "drop_blocked",
      {"reason": "loop_blocked"}),
     ("fastrelay_unicast_frames_total", "counter",
-     "Frames received from the endpoint's peers that went to the one port their "
-     "destination MAC was learned on (switch mode).", "unicast", {}),
+     ("Frames received from the endpoint's peers that went to the one port their "
+      "destination MAC was learned on (switch mode)."), "unicast", {}),
     ("fastrelay_flooded_frames_total", "counter",
-     "Frames received from the endpoint's peers that went to every other port: broadcast, "
-     "multicast, an unknown destination, or any frame in hub mode.", "flooded", {}),
+     ("Frames received from the endpoint's peers that went to every other port: broadcast, "
+      "multicast, an unknown destination, or any frame in hub mode."), "flooded", {}),
     ("fastrelay_filtered_frames_total", "counter",
-     "Frames received from the endpoint's peers that went nowhere: their destination is "
-     "behind the same port, or both are trunks (split horizon).", "filtered", {}),
+     ("Frames received from the endpoint's peers that went nowhere: their destination is "
+      "behind the same port, or both are trunks (split horizon)."), "filtered", {}),
     ("fastrelay_lost_on_close_bytes_total", "counter",
      "Bytes still queued for a peer when its connection closed (never sent).",
      "lost_bytes", {}),
@@ -113,8 +113,8 @@ _SWITCH_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("fastrelay_duplicate_macs_total", "counter",
      "Duplicate MACs: one MAC seen on two non-trunk ports within 2 s.", "duplicates"),
     ("fastrelay_switch_events_lost_total", "counter",
-     "Loop and duplicate events not logged because too many came at once (still counted "
-     "in fastrelay_loops_total and fastrelay_duplicate_macs_total).", "events_lost"),
+     ("Loop and duplicate events not logged because too many came at once (still counted "
+      "in fastrelay_loops_total and fastrelay_duplicate_macs_total)."), "events_lost"),
 )
 
 
