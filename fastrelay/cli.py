@@ -27,7 +27,7 @@ __all__ = ["main", "build_parser"]
 USAGE = """\
 fastrelay [-v]... [options] SRC DEST          point to point (netrelay SRC DEST)
        fastrelay [-v]... [options] -l LISTEN [TARGET...]  hub (netrelay -l PORT TARGET...)
-       fastrelay --switch [options] -l LISTEN [TARGET...] a learning switch
+       fastrelay --switch [options] -l LISTEN [TARGET...]  a learning switch
        fastrelay                                    hub on 127.0.0.1:%d, no configuration
        fastrelay [-v]... --config FILE              daemon: every link and hub of FILE
        fastrelay --check FILE                       validate FILE, start nothing
@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TCP listeners accept clients only from CIDR (repeatable; "
                              "others are closed at once, counted and logged)")
     parser.add_argument("--switch", action="store_true",
-                        help="hub form: a learning switch instead of a hub (see below)")
+                        help="hub form: a learning switch, which sends a frame to a known "
+                             "MAC to that one port only (not in point to point)")
     parser.add_argument("--mac-age", type=_number(*defaults.MAC_AGE_RANGE), metavar="SECONDS",
                         help=f"forget a MAC unseen this long (default {defaults.MAC_AGE:g}, "
                              f"range {_span(defaults.MAC_AGE_RANGE)})")

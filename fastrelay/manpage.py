@@ -71,6 +71,19 @@ CONFIG_KEYS: tuple[tuple[str, str, str], ...] = (
     ("defaults", "allow",
      ("a list of CIDR networks: TCP listeners close clients from anywhere else at accept "
       "(counted, logged once per source and interval).")),
+    ("defaults", "mode",
+     ("hubs only (a link takes none of the next five keys): \"switch\" makes a hub a "
+      "learning switch (see --switch), \"hub\" floods every frame.")),
+    ("defaults", "mac_age", "hubs only: seconds a MAC not seen stays in the MAC table."),
+    ("defaults", "mac_table_size",
+     ("hubs only: MACs the table holds; when it is full, new ones are not learned "
+      "(counted) and frames to them are flooded.")),
+    ("defaults", "loop_threshold",
+     ("hubs only: a MAC moving between ports more often than this in one second is a "
+      "suspected loop, logged.")),
+    ("defaults", "loop_hold",
+     ("hubs only: seconds a switch stops forwarding to and from the port a looping MAC "
+      "moved to.")),
     ("link.NAME", "endpoints",
      "point to point: exactly two targets. Any key of [defaults] may be set here too."),
     ("hub.NAME", "listen",
@@ -114,6 +127,10 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...]], ...] = (
       "qemu-system-x86_64 ... -netdev socket,id=n0,listen=127.0.0.1:5001")),
     ("A hub joined to a host bridge (as root), and a link to another host's relay:",
      ("fastrelay -l 5000 br0 relay2.example:5000",)),
+    (("A switch on each of two hosts, guests on port 5000, one trunk link between them "
+      "(the first command on host A, the second on host B):"),
+     ("fastrelay --switch --reconnect -l 5000 hostB:5001,trunk",
+      "fastrelay --switch -l 5000 listen:5001,trunk")),
     ("The daemon, its file checked first; then its counters, redrawn every 2 seconds:",
      ("fastrelay --check /etc/fastrelay/fastrelay.toml",
       "fastrelay --config /etc/fastrelay/fastrelay.toml",
@@ -136,6 +153,10 @@ COMPATIBILITY: tuple[tuple[str, str, str], ...] = (
     ("Bridges", "ip(8) through system(); the tap stays at MTU 1500",
      "netlink; the tap takes the bridge's MTU; any interface name."),
     ("Reconnecting", "never", "--reconnect, or always in the daemon."),
+    ("Forwarding", "a dumb hub; network loops are not considered (its manual)",
+     ("a hub by default; --switch learns MACs and sends unicast to one port, ,trunk links "
+      "never pass a frame from one relay to another (split horizon), loops are cut and "
+      "duplicate MACs reported.")),
 )
 
 SIGNALS: tuple[tuple[str, str], ...] = (
@@ -283,6 +304,9 @@ def _config_default(section: str, key: str) -> str:
     value = getattr(holder, key, None)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+
     if key.startswith("queue") and isinstance(value, int) and value % (1 << 20) == 0:
         return f'"{value >> 20}M"'
     return "" if value is None else str(value)
@@ -377,6 +401,16 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
         ".PP", _inline(
             "-l LISTEN takes PORT (a dual-stack listener on every address, as netrelay's), "
             "HOST:PORT, [V6]:PORT or unix:PATH."),
+        ".PP", _inline(
+            "With --switch (mode = \"switch\" in the config) the hub is a learning switch: "
+            "it learns the port behind each source MAC, per VLAN, and sends a frame to a "
+            "known MAC to that port only; broadcast, multicast and unknown destinations go "
+            "to every other port. Mark links to other relays ,trunk: what comes in on a trunk "
+            "never goes out on another trunk, so relays in a triangle or a full mesh never "
+            "loop. A MAC moving between ports faster than --loop-threshold times a second "
+            "is a loop: one log line, and the port it moved to is blocked for --loop-hold "
+            "seconds. A MAC seen on two guests' ports is reported as a duplicate, by hubs "
+            "too. fastrelay stats --json shows each switch's MAC table."),
         ".SH OPTIONS", *_options(parser),
         ".SH TARGETS", *_targets(),
         ".SH CONFIGURATION", *_config(),

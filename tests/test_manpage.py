@@ -69,7 +69,8 @@ def test_page_has_every_section_target_form_and_config_key(rendered: str) -> Non
         # A tag shorter than the indent shares its line with the text.
         assert re.search(rf"^ {{7}}{re.escape(form.syntax)}(\n| {{2,}}\S)", rendered, re.MULTILINE), form
     documented = {key for _, key, _ in CONFIG_KEYS}
-    accepted = set(config._OPTION_KEYS) | set(config._DAEMON_KEYS) | {"endpoints", "listen"}
+    accepted = (set(config._OPTION_KEYS) | set(config._HUB_KEYS) | set(config._DAEMON_KEYS)
+                | {"endpoints", "listen"})
     assert accepted <= documented, f"config keys not in fastrelay.1: {accepted - documented}"
 
 
