@@ -173,11 +173,23 @@ def test_routing_lab_h1_pings_h2_across_three_routers(unprivileged_lab: Lab):
     # current clients), and the path's segments carried the pings both ways.
     stats = json.loads(query(str(workdir / "control.sock")))
     links = {link["name"]: link for link in stats["links"]}
+    switched = re.search(r'(?m)^mode\s*=\s*"switch"', config.read_text()) is not None
     for seg, n in segment_nic_counts().items():
-        (ep,) = links[f"seg{seg}"]["endpoints"]
+        link = links[f"seg{seg}"]
+        (ep,) = link["endpoints"]
         assert ep["connections"] == n, f"seg{seg}: {ep['connections']} NICs, expected {n}: {ep}"
+        assert link["mode"] == ("switch" if switched else "hub"), link
         if seg in PATH_SEGMENTS:
             assert ep["rx_frames"] >= 2 * COUNT, f"seg{seg} carried too little: {ep}"
+            if switched:
+                # The pings went NIC to NIC, each to its one port; every NIC that spoke is
+                # in the segment's MAC table (h1's went with it when it powered off: a
+                # closed port's MACs are forgotten at once).
+                assert ep["unicast"] >= 2 * COUNT, f"seg{seg}: {ep}"
+                macs = {row["mac"] for row in link["switch"]["mac_table"]}
+                on_path = {mac for name, nics in NICS.items() if name != "h1"
+                           for s, _, mac in nics if s == seg}
+                assert on_path <= macs, f"seg{seg}: table {sorted(macs)}"
     assert relay.alive(), relay.tail()
     # Shown with -s: the lab's cost on this machine (six TCG guests booting at once).
     print(f"lab: h1 done pinging h2 {pinged - started:.1f}s after the relay started")
