@@ -123,10 +123,6 @@ class Relay:
         # Clients refused by the allowlist: one line per source and interval.
         self.allow_log = RateLimitedLog(log, burst=1)
         self._tick: asyncio.TimerHandle | None = None
-        # Each attached port's switch counters as of the last tick. The switch forgets a
-        # port's counters when it detaches it, before _port_closed hears of it, so what a
-        # closed port adds to its endpoint's counters is read here (up to a second old).
-        self._switch_seen: dict[int, dict[str, int]] = {}
         # Names of the ports closed last (by switch port id): a switch event may name a
         # port that closed in the same poll, before the event was handed over.
         self._gone: dict[int, str] = {}
@@ -143,7 +139,6 @@ class Relay:
             # The switch has no free slot (SWITCH_PORTS_MAX ports attached).
             raise StartError(port.name, str(exc)) from None
         self._owners[port] = endpoint
-        self._switch_seen[port.switch_id] = dict.fromkeys(SWITCH_COUNTERS, 0)
         self._tally[endpoint].connections += 1
         self.log_limit.log(logging.INFO, ("attached", endpoint), "%s: attached", port.name)
 
@@ -160,7 +155,8 @@ class Relay:
         # The backlog outlives the port's descriptor: what is left in it was never sent.
         lost = port.queued_bytes
         endpoint = self._owners.pop(port, None)
-        switching = self._switch_seen.pop(port.switch_id, None)
+        # The switch forgets the port once this returns: its final decisions, now.
+        switching = self.switch.port_stats(port.switch_id)
         self._gone[port.switch_id] = port.name
         if len(self._gone) > _GONE_NAMES:
             del self._gone[next(iter(self._gone))]
@@ -175,7 +171,7 @@ class Relay:
             tally.retired.add(port)
             tally.disconnects += 1
             tally.lost_bytes += lost
-            for name, value in (switching or {}).items():
+            for name, value in switching.items():
                 tally.switching[name] += value
             endpoint.port_closed(port, reason, fault)
 
@@ -213,13 +209,10 @@ class Relay:
                                    self.options.loop_threshold, b)
 
     def _on_tick(self) -> None:
-        """Once a second: the switch's housekeeping (holds that ended, expired MACs), and a
-        copy of every port's switch counters for the ports that close before the next."""
+        """Once a second: the switch's housekeeping (holds that ended, expired MACs)."""
         self._tick = asyncio.get_running_loop().call_later(defaults.SWITCH_TICK_INTERVAL,
                                                            self._on_tick)
         self.hub.tick()
-        for switch_id in self.hub.switch_ports():
-            self._switch_seen[switch_id] = self.switch.port_stats(switch_id)
 
     def stop(self, status: int = 0) -> None:
         """Make wait() return status (the caller then drains and closes)."""

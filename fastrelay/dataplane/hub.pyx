@@ -115,8 +115,7 @@ cdef class Hub:
         if port.wfd_watched:
             epoll_ctl(self.epfd, EPOLL_CTL_DEL, port.wfd, NULL)
         self.live = [p for p in self.live if p is not port]
-        self.switch.detach(port.switch_id)  # and every MAC learned on it, at once
-        self.slots[port.switch_id & SWITCH_SLOT_MASK] = None
+        self.slots[port.switch_id & SWITCH_SLOT_MASK] = None  # no frame goes to it now
         if port in self.paused:
             self.paused.remove(port)
         port.hub = None
@@ -129,8 +128,11 @@ cdef class Hub:
             if reason is not None and self.on_close is not None:
                 self.on_close(port, reason, fault)
         finally:
-            # What is still queued was never sent (on_close has read the figures): free it.
+            # on_close has read the figures (the port's and the switch's): what is still
+            # queued was never sent, and the switch forgets the port and, at once, every
+            # MAC learned on it.
             port.backlog.release()
+            self.switch.detach(port.switch_id)
 
     def stop_reading(self):
         """Read no port again; backlogs keep flushing (a graceful stop drains them)."""
