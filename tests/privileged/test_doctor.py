@@ -24,16 +24,17 @@ A6, B6 = "2001:db8::1", "2001:db8::2"
 NF_CALLS = {"iptables": "IPv4", "ip6tables": "IPv6", "arptables": "ARP"}
 BRIDGE_NF = "/proc/sys/net/bridge"
 
-# A command prefix that runs the rest where /usr/sbin (and so /sbin) has every program
-# but nft: the doctor must then read the firewall with iptables-save. The mount
-# namespace is private; /tmp is covered first so that nothing is left in the host's.
-WITHOUT_NFT = ["unshare", "--mount", "--propagation", "private", "sh", "-c", """set -e
-mount -t tmpfs -o mode=755 frt /tmp
-mkdir /tmp/sbin
-mount --bind /usr/sbin /tmp/sbin
+def without_nft(scratch: Path) -> list[str]:
+    """A command prefix that runs the rest where /usr/sbin (and so /sbin) has every program
+    but nft: the doctor must then read the firewall with iptables-save. The mount
+    namespace is private (its mounts vanish with it); the real /usr/sbin is bound under
+    `scratch`, a test folder, so that nothing else (the checkout, /tmp) is hidden."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"""set -e
+mkdir -p {scratch}/sbin
+mount --bind /usr/sbin {scratch}/sbin
 mount -t tmpfs -o mode=755 frt /usr/sbin
-for f in /tmp/sbin/*; do
-    [ "${f##*/}" = nft ] || ln -s "$f" "/usr/sbin/${f##*/}"
+for f in {scratch}/sbin/*; do
+    [ "${{f##*/}}" = nft ] || ln -s "$f" "/usr/sbin/${{f##*/}}"
 done
 exec "$@"
 """, "frt-no-nft"]
@@ -165,12 +166,12 @@ def test_forward_rules_are_judged_only_with_bridge_nf_call_on(lab: Lab) -> None:
     assert result.returncode == 1
 
 
-def test_iptables_save_is_read_when_nft_is_missing(lab: Lab) -> None:
+def test_iptables_save_is_read_when_nft_is_missing(lab: Lab, tmp_path: Path) -> None:
     need_bridge_nf()
     clean_bridge(lab)
     nf_call(lab, "iptables", 1)
     sh(lab, "iptables -A FORWARD -p udp -j DROP && iptables -A FORWARD -i br0 -j DROP")
-    result = doctor(lab, prefix=WITHOUT_NFT)
+    result = doctor(lab, prefix=without_nft(tmp_path))
     firewall = [ln for ln in lines(result) if "bridge-nf-call" not in ln]
     assert firewall == [
         ("br0: iptables rule `-A FORWARD -p udp -j DROP` may drop bridged IPv4 frames; fix: "
@@ -179,7 +180,7 @@ def test_iptables_save_is_read_when_nft_is_missing(lab: Lab) -> None:
          "iptables -t filter -D FORWARD -i br0 -j DROP, or accept br0's frames before it")]
     for line in firewall:
         sh(lab, fix_of(line))
-    assert [ln for ln in lines(doctor(lab, prefix=WITHOUT_NFT))
+    assert [ln for ln in lines(doctor(lab, prefix=without_nft(tmp_path)))
             if "bridge-nf-call" not in ln] == []
 
 
