@@ -94,3 +94,19 @@ SERVICE_RETRY = 0.1
 # does not reset the connection under the answer), up to this much and this long.
 SERVICE_LINGER_BYTES = 4 << 20
 SERVICE_LINGER = 1.0
+# Capture (capture.py): the buffer each capture copies frames into (pcapng blocks; frames
+# that find it full are dropped and counted), the bytes kept of each frame, how often
+# the buffer is written out (a buffer a quarter full is also written after the hub's
+# poll), how often a FIFO without a reader is tried again (seconds), the live captures
+# (`fastrelay capture`) a daemon serves at once, and how many closed ports' interfaces
+# a section keeps (beyond as many as are live) before a new section drops them.
+CAPTURE_BUFFER = 4 << 20
+CAPTURE_SNAPLEN = 262144
+CAPTURE_FLUSH_INTERVAL = 0.01
+CAPTURE_REOPEN_INTERVAL = 0.2
+CAPTURE_CLIENTS_MAX = 16
+CAPTURE_STALE_INTERFACES = 64
+# Ranges of the capture options: snap length, rotation size (bytes) and file count.
+CAPTURE_SNAPLEN_RANGE = (1, 262144)
+CAPTURE_SIZE_RANGE = (64 << 10, 1 << 40)
+CAPTURE_COUNT_RANGE = (1, 100_000)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from . import defaults
 from ._core import (FRAME_MAX_LEN, QUEUE_BUDGET_DEFAULT_BYTES, QUEUE_DEFAULT_BYTES, Hub, Port,
                     QueueBudget, Switch)
+from .capture import CaptureOptions, CaptureSession, FileOutput
 from .endpoints import Endpoint, make_endpoint
 from .errors import StartError
 from .ratelimit import RateLimitedLog
@@ -62,6 +63,7 @@ class RelayOptions:
     mac_table_size: int = defaults.MAC_TABLE_SIZE    # MAC table entries; learning stops there
     loop_threshold: int = defaults.LOOP_THRESHOLD    # MAC moves per second that mean a loop
     loop_hold: float = defaults.LOOP_HOLD            # seconds a port stays blocked after one
+    capture: CaptureOptions | None = None    # --pcap: run() writes every frame to a file
 
     @property
     def port_kwargs(self) -> dict[str, Any]:
@@ -118,6 +120,7 @@ class Relay:
         self._closed = False
         self.retired = Totals()  # counters of ports already closed
         self.clients = 0         # accepted clients of all listeners (max_clients_total)
+        self.captures: list[CaptureSession] = []  # bound to this relay's ports (capture.py)
         # For the log lines a peer can trigger at will: closes, accept errors, refusals.
         self.log_limit = RateLimitedLog(log)
         # Clients refused by the allowlist: one line per source and interval.
@@ -141,6 +144,13 @@ class Relay:
         self._owners[port] = endpoint
         self._tally[endpoint].connections += 1
         self.log_limit.log(logging.INFO, ("attached", endpoint), "%s: attached", port.name)
+        for session in self.captures:
+            session.port_attached(port, self.label_of(port))
+
+    def label_of(self, port: Port) -> str | None:
+        """The label (target as written) of the endpoint that owns port."""
+        endpoint = self._owners.get(port)
+        return self.labels[self.endpoints.index(endpoint)] if endpoint is not None else None
 
     def endpoint_ended(self, endpoint: Endpoint, reason: str) -> None:
         """An endpoint will not come back: point-to-point ends with it."""
@@ -152,6 +162,8 @@ class Relay:
 
     def _port_closed(self, port: Port, reason: str, fault: bool) -> None:
         self.retired.add(port)
+        for session in self.captures:
+            session.port_closed(port)
         # The backlog outlives the port's descriptor: what is left in it was never sent.
         lost = port.queued_bytes
         endpoint = self._owners.pop(port, None)
@@ -213,6 +225,35 @@ class Relay:
         self._tick = asyncio.get_running_loop().call_later(defaults.SWITCH_TICK_INTERVAL,
                                                            self._on_tick)
         self.hub.tick()
+
+    # -- captures -----------------------------------------------------------------------
+
+    def add_capture(self, session: CaptureSession) -> None:
+        """Capture this relay's ports into session (capture.py) until removed or closed."""
+        self.captures.append(session)
+        session.bind(self)
+        self._watch_hub()
+
+    def remove_capture(self, session: CaptureSession) -> None:
+        if session in self.captures:
+            self.captures.remove(session)
+            session.unbind()
+            self._watch_hub()
+
+    def _poll_and_capture(self) -> None:
+        """The hub's reader while capturing: after the poll, captures write out a full
+        enough buffer (Python once per poll, not per frame)."""
+        self.hub.poll()
+        for session in self.captures:
+            session.after_poll()
+
+    def _watch_hub(self) -> None:
+        """Watch the hub's epoll descriptor with the reader that fits (no capture: poll)."""
+        if self._watching:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.hub.fileno())
+            loop.add_reader(self.hub.fileno(),
+                            self._poll_and_capture if self.captures else self.hub.poll)
 
     def stop(self, status: int = 0) -> None:
         """Make wait() return status (the caller then drains and closes)."""
@@ -285,8 +326,9 @@ class Relay:
         """Watch the hub and start every endpoint; StartError if one cannot start."""
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
-        loop.add_reader(self.hub.fileno(), self.hub.poll)
         self._watching = True
+        loop.add_reader(self.hub.fileno(),
+                        self._poll_and_capture if self.captures else self.hub.poll)
         self._tick = loop.call_later(defaults.SWITCH_TICK_INTERVAL, self._on_tick)
         for endpoint in self.endpoints:
             try:
@@ -327,6 +369,9 @@ class Relay:
         if self._watching:
             asyncio.get_running_loop().remove_reader(self.hub.fileno())
             self._watching = False
+        for session in self.captures:
+            session.unbind()  # the session outlives the relay (a daemon link's restarts)
+        self.captures = []
         for endpoint in self.endpoints:
             try:
                 endpoint.close()
@@ -348,9 +393,14 @@ class Relay:
         handle_signals is False when the loop is not in the main thread (embedding, tests).
         """
         loop = asyncio.get_running_loop()
-        signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
+        capture = self._open_capture()  # first: a file that cannot be written is one line
+        signals: tuple[signal.Signals, ...] = ((signal.SIGINT, signal.SIGTERM) if handle_signals
+                                               else ())
         for sig in signals:
             loop.add_signal_handler(sig, self.stop, 0)
+        if capture is not None and handle_signals:
+            loop.add_signal_handler(signal.SIGHUP, capture.reopen)
+            signals += (signal.SIGHUP,)
         reporter = None
         started = False
         try:
@@ -368,6 +418,22 @@ class Relay:
                 await self.shutdown()
             else:
                 self.close()
+            if capture is not None:
+                capture.close()  # after the drain: what was sent meanwhile is in the file
+
+    def _open_capture(self) -> CaptureSession | None:
+        """--pcap: open the file and capture every port into it; StartError if it cannot."""
+        options = self.options.capture
+        if options is None:
+            return None
+        output = FileOutput(options.path, size=options.size, count=options.count)
+        session = CaptureSession(output, link=self.name, snaplen=options.snaplen)
+        try:
+            session.start(strict=True)
+        except OSError as exc:
+            raise StartError(output.what, f"cannot open: {exc.strerror or exc}") from None
+        self.add_capture(session)
+        return session
 
     @staticmethod
     def _print(line: str) -> None:

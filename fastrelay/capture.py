@@ -1,0 +1,801 @@
+"""Capture: a relay's frames as pcapng (for Wireshark) to a file, a FIFO, stdout or a client.
+
+Theory of operation. The data plane copies the frames of the ports a `Capture` selects
+into a bounded buffer of whole pcapng Enhanced Packet Blocks, once per batch
+(fastrelay/dataplane/capture.pyx). Everything else happens here, on the event loop:
+
+* A `CaptureSession` is one capture: its Capture buffer, the pcapng interfaces it has
+  described (an Interface Description Block per port, named as in `fastrelay stats`) and
+  an output. It follows the ports of the relay it is bound to (Relay.attach and
+  Relay._port_closed tell it) and outlives that relay: a daemon link that restarts binds
+  the same session to its next relay, so one file goes on across restarts.
+* Every block of the stream goes through the buffer: the section header and interface
+  descriptions are append()ed by the session, in order with the frames, and a port is
+  selected only once its description is in. So the stream is a sequence of whole blocks,
+  and a port that attaches while the buffer is full waits for the next take().
+* The output takes the buffer's bytes with take() when it can: after a hub poll that
+  filled a quarter of the buffer, every CAPTURE_FLUSH_INTERVAL, and when its descriptor is
+  writable again. Descriptors are non-blocking; a write that takes part of a block keeps
+  the rest and writes it first, and nothing more is taken meanwhile. The buffer then
+  fills, and the data plane drops and counts the frames that find no room: forwarding
+  never waits for a capture.
+* Outputs: `FileOutput` (a regular file, rotated by size and count and reopened on
+  SIGHUP; a FIFO, opened whenever it has a reader; stdout) and `SocketOutput` (a client
+  of the control socket: `fastrelay capture`). An output that stops taking bytes (a full
+  disk, a reader that left) ends the section; a FIFO starts a new one with its next
+  reader, a file with the next SIGHUP, and a client's capture ends with the client.
+* Interfaces are numbered per section. A port whose name an earlier, closed port had
+  takes over its interface (a client that reconnects stays one interface in Wireshark).
+  When closed ports make up most of the table, a new section starts in the stream with
+  only the live ones, so a long capture of a busy listener stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import re
+import socket
+import stat
+import struct
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import __version__, defaults
+from ._core import Capture, Port
+
+if TYPE_CHECKING:
+    from .relay import Relay
+
+log = logging.getLogger("fastrelay")
+
+__all__ = ["BlockSplitter", "CaptureOptions", "CaptureSession", "FileOutput", "SocketOutput",
+           "interface_description", "section_header"]
+
+# pcapng (IETF draft-ietf-opsawg-pcapng): block types, byte-order magic, link type, options.
+# Blocks are written in host byte order, as the data plane writes its packet blocks;
+# the byte-order magic tells readers which one that is.
+_SHB = 0x0A0D0D0A
+_IDB = 0x00000001
+_EPB = 0x00000006
+_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+_LINKTYPE_ETHERNET = 1
+_OPT_END = 0
+_SHB_USERAPPL = 4
+_IF_NAME = 2
+_IF_DESCRIPTION = 3
+_IF_TSRESOL = 9
+_TSRESOL_NS = 9            # timestamps in 10^-9 s: the data plane stamps in nanoseconds
+_HEAD = struct.Struct("=II")   # block type, total length
+
+
+def _options(options: list[tuple[int, bytes]]) -> bytes:
+    out = bytearray()
+    for code, value in options:
+        value = value[:0xFFFF]
+        out += struct.pack("=HH", code, len(value)) + value + bytes(-len(value) % 4)
+    return bytes(out + struct.pack("=HH", _OPT_END, 0))
+
+
+def _block(kind: int, body: bytes) -> bytes:
+    """A whole block: type, total length, body (a multiple of 4 bytes), total length."""
+    total = 12 + len(body)
+    return _HEAD.pack(kind, total) + body + struct.pack("=I", total)
+
+
+def section_header() -> bytes:
+    """A Section Header Block (version 1.0, length unknown), naming fastrelay as the writer."""
+    return _block(_SHB, struct.pack("=IHHq", _BYTE_ORDER_MAGIC, 1, 0, -1)
+                  + _options([(_SHB_USERAPPL, f"fastrelay {__version__}".encode())]))
+
+
+def interface_description(name: str, description: str, snaplen: int) -> bytes:
+    """An Interface Description Block: Ethernet, if_name, if_description, if_tsresol 9."""
+    return _block(_IDB, struct.pack("=HHI", _LINKTYPE_ETHERNET, 0, snaplen)
+                  + _options([(_IF_NAME, name.encode()), (_IF_DESCRIPTION, description.encode()),
+                              (_IF_TSRESOL, bytes([_TSRESOL_NS]))]))
+
+
+def _block_end(data: memoryview, start: int) -> int:
+    """Where the block that begins at start ends."""
+    return start + int(_HEAD.unpack_from(data, start)[1])
+
+
+def _blocks_within(data: memoryview, start: int, room: int) -> int:
+    """The end of the longest run of whole blocks from start that fits in room bytes."""
+    end = start
+    while end < len(data):
+        nxt = _block_end(data, end)
+        if nxt - start > room:
+            break
+        end = nxt
+    return end
+
+
+def _packets(data: memoryview) -> int:
+    """How many packet blocks data (whole blocks from a block boundary) holds."""
+    count = pos = 0
+    while pos + 8 <= len(data):
+        kind, size = _HEAD.unpack_from(data, pos)
+        count += kind == _EPB
+        pos += max(int(size), 12)
+    return count
+
+
+class BlockSplitter:
+    """Cuts a pcapng byte stream at block boundaries, so a reader keeps only whole blocks.
+
+    feed_data(chunk) returns the bytes of every block completed so far; a block's start
+    waits for its rest. So `fastrelay capture -w FILE` leaves a valid file however it is
+    stopped. The byte order is each section header's own.
+    """
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+        self._order = "="
+
+    def feed_data(self, data: bytes) -> bytes:
+        self.pending += data
+        buf = self.pending
+        end = 0
+        while len(buf) - end >= 12:
+            if buf[end:end + 4] == b"\n\r\r\n":  # a section header: its byte-order magic
+                magic = struct.unpack_from("<I", buf, end + 8)[0]
+                self._order = "<" if magic == _BYTE_ORDER_MAGIC else ">"
+            size = int(struct.unpack_from(self._order + "I", buf, end + 4)[0])
+            if size < 12 or size % 4:
+                raise ValueError(f"not a pcapng stream: block length {size}")
+            if len(buf) - end < size:
+                break
+            end += size
+        out = bytes(buf[:end])
+        del buf[:end]
+        return out
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """What `--pcap FILE` and the pcap keys of a link or hub ask for."""
+
+    path: str                                # a file, a FIFO, or "-" (stdout)
+    snaplen: int = defaults.CAPTURE_SNAPLEN  # bytes kept of each frame
+    size: int | None = None                  # rotate before a file grows past this many bytes
+    count: int | None = None                 # files kept: FILE and the newest FILE.N
+
+
+# -- outputs ----------------------------------------------------------------------------------
+
+class Output:
+    """Where a session's bytes go: a non-blocking descriptor written whole blocks.
+
+    send() writes what the descriptor takes now. When it takes part of a block, the rest is
+    kept and `blocked` is true until resume() (called when the descriptor is writable, and
+    by the session's tick where it cannot be watched) has written it; then on_ready() is
+    called. open() is True when the output is open, False when it cannot be yet (a FIFO
+    nobody reads) and raises OSError when it cannot be at all.
+    """
+
+    what = "capture"        # names the output in log lines and stats
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.rest: memoryview | None = None
+        self.on_ready: Callable[[], None] | None = None     # the rest is out
+        self.on_error: Callable[[OSError], None] | None = None  # writing the rest failed
+        self._watched = -1  # the descriptor watched for writability, if any
+
+    @property
+    def blocked(self) -> bool:
+        return self.rest is not None
+
+    @property
+    def reopens(self) -> bool:
+        """True when, after its reader left, the output is worth opening again (a FIFO)."""
+        return False
+
+    def open(self) -> bool:
+        raise NotImplementedError
+
+    def write(self, data: bytes, offset: int, header_at: Callable[[int], bytes]) -> None:
+        """Write data, the stream's bytes from offset on (a file may rotate in between and
+        begin with header_at(position)); OSError when the output failed."""
+        self.send(memoryview(data))
+
+    def send(self, data: memoryview) -> None:
+        if self.rest is not None:
+            self.rest = memoryview(bytes(self.rest) + bytes(data))
+            return
+        written = self._write(data)
+        if written < len(data):
+            self.rest = data[written:]
+            self._watch()
+
+    def _write(self, data: memoryview) -> int:
+        """Write what the descriptor takes now; the number of bytes written."""
+        done = 0
+        while done < len(data):
+            try:
+                n = os.write(self.fd, data[done:])
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                break
+            if n <= 0:
+                break
+            done += n
+        return done
+
+    def resume(self) -> None:
+        """Write the kept rest; on_ready() when it is all out."""
+        if self.rest is None or self.fd < 0:
+            return
+        try:
+            written = self._write(self.rest)
+        except OSError as exc:
+            self.rest = None
+            self._unwatch()
+            if self.on_error is not None:
+                self.on_error(exc)
+            return
+        self.rest = self.rest[written:] if written < len(self.rest) else None
+        if self.rest is None:
+            self._unwatch()
+            if self.on_ready is not None:
+                self.on_ready()
+
+    def _watch(self) -> None:
+        if self._watched >= 0 or self.fd < 0:
+            return
+        try:
+            asyncio.get_running_loop().add_writer(self.fd, self.resume)
+            self._watched = self.fd
+        except (OSError, ValueError, RuntimeError):
+            pass  # not pollable: the session's tick calls resume()
+
+    def _unwatch(self) -> None:
+        if self._watched >= 0:
+            with contextlib.suppress(RuntimeError):  # the loop is closed already
+                asyncio.get_running_loop().remove_writer(self._watched)
+            self._watched = -1
+
+    def close(self) -> None:
+        """Close the descriptor; a rest not written is dropped."""
+        self._unwatch()
+        self.rest = None
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+class FileOutput(Output):
+    """A pcapng file, a FIFO or stdout ("-").
+
+    A regular file is started afresh (truncate) or appended to (a new section: the daemon
+    never destroys an earlier capture); with `size` it is rotated before it would grow
+    past size bytes: FILE is renamed FILE.N (N one more than the highest there is) and a
+    new FILE begins with the section header and interface descriptions; with `count` the
+    oldest FILE.N are removed so that count files remain. A FIFO is opened without
+    blocking whenever it has a reader (until then, and after its reader leaves, nothing
+    is copied). Neither a FIFO nor stdout is rotated.
+    """
+
+    def __init__(self, path: str, *, size: int | None = None, count: int | None = None,
+                 truncate: bool = True) -> None:
+        super().__init__()
+        self.path = path
+        self.size = size
+        self.count = count
+        self.truncate = truncate
+        self.kind = "stdout" if path == "-" else "file"
+        self.what = "capture to stdout" if path == "-" else f"capture file {path}"
+        self.written = 0       # bytes in the current file (regular files)
+        self.header_len = 0    # of those, the header a rotated file begins with
+        self._rotated: list[int] | None = None  # numbers N of FILE.N, oldest first
+        self._stdout_blocking: bool | None = None
+
+    def open(self) -> bool:
+        self.close()
+        if self.path == "-":
+            fd = os.dup(1)
+            self._stdout_blocking = os.get_blocking(fd)
+            os.set_blocking(fd, False)
+            self.fd = fd
+            return True
+        try:
+            mode = os.stat(self.path).st_mode
+        except FileNotFoundError:
+            mode = stat.S_IFREG
+        if stat.S_ISFIFO(mode):
+            self.kind = "fifo"
+            try:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    return False  # nobody reads it yet
+                raise
+            return True
+        if not stat.S_ISREG(mode):
+            # A character device (/dev/null) or the like: written as a stream.
+            self.kind = "device"
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            return True
+        self.kind = "file"
+        self._open_file(self.truncate)
+        self.truncate = False  # a reopen (SIGHUP) appends: the file may not have moved
+        return True
+
+    def _open_file(self, truncate: bool) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if truncate
+                                                            else os.O_APPEND)
+        self.fd = os.open(self.path, flags, 0o644)
+        self.written = os.fstat(self.fd).st_size
+        self.header_len = 0
+        if self.size is not None and self._rotated is None:
+            self._rotated = self._find_rotated()
+
+    def _find_rotated(self) -> list[int]:
+        """The numbers N of the FILE.N there are (an earlier run's too), oldest first."""
+        folder, base = os.path.split(os.path.abspath(self.path))
+        pattern = re.compile(re.escape(base) + r"\.([0-9]{1,9})\Z")
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return []
+        return sorted(int(m.group(1)) for m in map(pattern.match, names) if m)
+
+    def write(self, data: bytes, offset: int, header_at: Callable[[int], bytes]) -> None:
+        view = memoryview(data)
+        if self.kind != "file" or self.size is None:
+            self.send(view)
+            return
+        start = 0
+        while start < len(view):
+            end = _blocks_within(view, start, self.size - self.written)
+            if end == start:
+                if self.written > self.header_len:
+                    self._rotate(header_at(offset + start))
+                    continue
+                end = _block_end(view, start)  # one block larger than a whole file: alone
+            self.send(view[start:end])
+            start = end
+
+    def _write(self, data: memoryview) -> int:
+        before = self.written
+        try:
+            done = super()._write(data)
+        except OSError:
+            if self.kind == "file":
+                # A full disk may have taken part of a block: cut the file back to whole
+                # blocks, so that it stays readable.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, before)
+            raise
+        self.written += done
+        return done
+
+    def _rotate(self, header: bytes) -> None:
+        """Close FILE, rename it FILE.N, drop the oldest over count, start a new FILE."""
+        assert self._rotated is not None
+        os.close(self.fd)
+        self.fd = -1
+        number = (self._rotated[-1] if self._rotated else 0) + 1
+        try:
+            os.rename(self.path, f"{self.path}.{number}")
+            self._rotated.append(number)
+        except FileNotFoundError:
+            pass  # someone removed it: nothing to keep
+        keep = (self.count - 1) if self.count is not None else None
+        while keep is not None and len(self._rotated) > keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}.{self._rotated.pop(0)}")
+        self._open_file(truncate=True)
+        self.send(memoryview(header))
+        self.header_len = len(header)
+
+    @property
+    def reopens(self) -> bool:
+        return self.kind == "fifo"
+
+    def close(self) -> None:
+        fd = self.fd
+        super().close()
+        if self._stdout_blocking is not None and fd >= 0:
+            with contextlib.suppress(OSError):
+                os.set_blocking(1, self._stdout_blocking)
+            self._stdout_blocking = None
+
+
+class SocketOutput(Output):
+    """A client of the control socket that asked for `capture`: the stream is its answer.
+
+    The client sends nothing more; the socket becoming readable means it left (or broke
+    the protocol): on_hangup() is called, and the session ends.
+    """
+
+    def __init__(self, sock: socket.socket, what: str = "capture client") -> None:
+        super().__init__()
+        self.sock = sock
+        self.what = what
+        self.on_hangup: Callable[[], None] | None = None
+        self._reading = False
+
+    def open(self) -> bool:
+        if self.sock.fileno() < 0:
+            raise OSError(errno.EBADF, "the client is gone")
+        self.sock.setblocking(False)
+        self.fd = self.sock.fileno()
+        asyncio.get_running_loop().add_reader(self.fd, self._readable)
+        self._reading = True
+        return True
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data and self.on_hangup is not None:
+            self.on_hangup()
+
+    def close(self) -> None:
+        if self._reading:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_reader(self.fd)
+            self._reading = False
+        self._unwatch()
+        self.rest = None
+        self.fd = -1
+        self.sock.close()
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+class _Interface:
+    """One pcapng interface of the current section and the port it stands for (None: free,
+    for the next port of the same name)."""
+
+    __slots__ = ("block", "description", "name", "number", "port")
+
+    def __init__(self, number: int, name: str, description: str, block: bytes) -> None:
+        self.number = number
+        self.name = name
+        self.description = description
+        self.block = block
+        self.port: Port | None = None
+
+    @property
+    def free(self) -> bool:
+        return self.port is None or self.port.closed
+
+
+class _Section:
+    """Where a section begins in the stream, and where each of its descriptions is."""
+
+    __slots__ = ("blocks", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.blocks: list[tuple[int, bytes]] = []  # (stream offset, block), in stream order
+
+
+class CaptureSession:
+    """One capture of one relay's (link's) ports into one output; see the module docstring.
+
+    ports: names of ports or endpoint labels (as in `fastrelay stats`) to capture, None
+    for all. on_end(session) is called once, when the session has ended: close(), its
+    client left, or stdout's reader did.
+    """
+
+    def __init__(self, output: Output, *, link: str = "", ports: Collection[str] | None = None,
+                 snaplen: int = defaults.CAPTURE_SNAPLEN, buffer: int = defaults.CAPTURE_BUFFER,
+                 on_end: Callable[[CaptureSession], None] | None = None) -> None:
+        self.output = output
+        self.link = link
+        self.ports = frozenset(ports) if ports else None
+        self.capture = Capture(buffer, snaplen)
+        self.flush_at = buffer // 4
+        self.on_end = on_end
+        self.relay: Relay | None = None
+        self.state = "starting"
+        self.active = False        # a section is open: the capture is in the hub
+        self.closed = False
+        self.offset = 0            # stream bytes taken from the buffer since the output opened
+        self.lost = 0              # frames taken but never written (the output failed)
+        self._interfaces: list[_Interface] = []   # of the current section, by number
+        self._by_port: dict[Port, _Interface] = {}
+        self._waiting: dict[Port, str] = {}       # port -> description, when there is room
+        self._sections: list[_Section] = []       # the stream's, from the oldest still needed
+        self._tick: asyncio.TimerHandle | None = None
+        self._drops_logged = 0
+        self._open_again_at = 0.0   # a FIFO without a reader: when to try again
+        self._drops_logged_at = -defaults.LOG_INTERVAL
+        output.on_ready = self.flush
+        output.on_error = self._failed
+        if isinstance(output, SocketOutput):
+            output.on_hangup = self.close
+
+    # -- counters -------------------------------------------------------------------------
+
+    @property
+    def frames(self) -> int:
+        """Frames written to the output, or on their way."""
+        return int(self.capture.captured) - self.lost
+
+    @property
+    def dropped(self) -> int:
+        """Frames lost: no room in the buffer (a slow output), or the output failed."""
+        return int(self.capture.dropped) + self.lost
+
+    def stats(self) -> dict[str, Any]:
+        return {"output": self.output.what, "ports": sorted(self.ports) if self.ports else "all",
+                "state": self.state, "frames": self.frames, "dropped": self.dropped,
+                "interfaces": len(self._interfaces), "snaplen": int(self.capture.snaplen)}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, *, strict: bool = False) -> None:
+        """Open the output and start the tick. If the output cannot be opened: OSError when
+        strict (the command line), else one log line, and reopen() tries again."""
+        try:
+            self._open()
+        except OSError as exc:
+            if strict:
+                raise
+            self._failed(exc)
+        if not self.closed:
+            self._tick = asyncio.get_running_loop().call_later(
+                defaults.CAPTURE_FLUSH_INTERVAL, self._on_tick)
+
+    def reopen(self) -> None:
+        """SIGHUP: write what is pending, close the output and open it again (a new
+        section; a file that was moved away starts anew at its path)."""
+        if self.closed:
+            return
+        self.flush()
+        self._end_section()
+        self.output.close()
+        try:
+            self._open()
+        except OSError as exc:
+            self._failed(exc)
+
+    def close(self) -> None:
+        """End the session: write what is pending (if the output takes it), release all."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        self.flush()
+        self._end_section()
+        self.unbind()
+        self.output.close()
+        self.state = "ended"
+        if self.dropped:
+            log.warning("%s: %d frames captured, %d dropped (the output was slower than the "
+                        "traffic)", self.output.what, self.frames, self.dropped)
+        if self.on_end is not None:
+            self.on_end(self)
+
+    def _open(self) -> None:
+        if self.output.open():
+            self._begin_section()
+        else:
+            self.state = "waiting for a reader"
+
+    def _failed(self, exc: OSError) -> None:
+        """The output cannot take more: end the section; a FIFO waits for its next reader,
+        a client's or stdout's session ends, a file waits for reopen()."""
+        self._end_section()
+        self.output.close()
+        gone = exc.errno in (errno.EPIPE, errno.ECONNRESET)
+        if gone and self.output.reopens:
+            self.state = "waiting for a reader"
+            log.info("%s: the reader left; waiting for the next one", self.output.what)
+        elif gone or isinstance(self.output, SocketOutput):
+            if not isinstance(self.output, SocketOutput):
+                log.warning("%s: the reader left; capture stopped", self.output.what)
+            self.close()
+        else:
+            state = f"failed: {exc.strerror or exc}"
+            if state != self.state:
+                log.error("%s: %s; nothing is captured until it is reopened (SIGHUP)",
+                          self.output.what, exc.strerror or exc)
+            self.state = state
+
+    # -- the relay's ports ----------------------------------------------------------------
+
+    def bind(self, relay: Relay) -> None:
+        """Capture relay's ports (those that match) from now on."""
+        self.relay = relay
+        for port in relay.hub.ports:
+            self.port_attached(port, relay.label_of(port))
+        if self.active:
+            relay.hub.add_capture(self.capture)
+
+    def unbind(self) -> None:
+        """The relay is closing (or the session ends): stop capturing its ports."""
+        relay, self.relay = self.relay, None
+        if relay is None:
+            return
+        relay.hub.remove_capture(self.capture)
+        for port in list(self._by_port):
+            self.port_closed(port)
+        self._waiting.clear()
+
+    def matches(self, port: Port, label: str | None) -> bool:
+        return self.ports is None or port.name in self.ports or label in self.ports
+
+    def port_attached(self, port: Port, label: str | None) -> None:
+        """A port joined the relay: describe it (now or once there is room), then select it."""
+        if self.closed or not self.matches(port, label):
+            return
+        self._waiting[port] = f"{self.link} {label}".strip() if label else self.link
+        if self.active:
+            self._describe_waiting()
+
+    def port_closed(self, port: Port) -> None:
+        self._waiting.pop(port, None)
+        interface = self._by_port.pop(port, None)
+        if interface is not None:
+            interface.port = None
+            self.capture.unselect(port.switch_id)
+
+    def _use(self, interface: _Interface, port: Port) -> None:
+        interface.port = port
+        self._by_port[port] = interface
+        self.capture.select(port.switch_id, interface.number)
+
+    def _describe_waiting(self) -> None:
+        """Give each waiting port an interface: a free one of its name, or a new one whose
+        description is appended to the stream (while it fits); then select the port."""
+        for port, description in list(self._waiting.items()):
+            if port.closed:
+                del self._waiting[port]
+                continue
+            free = next((i for i in self._interfaces if i.free and i.name == port.name), None)
+            if free is not None:
+                self._use(free, port)
+                del self._waiting[port]
+                continue
+            stale = sum(1 for i in self._interfaces if i.free)
+            if stale > max(defaults.CAPTURE_STALE_INTERFACES, len(self._interfaces) - stale):
+                # Mostly closed ports: a new section with the live and waiting ones.
+                self._append_section()
+                return
+            block = interface_description(port.name, description, int(self.capture.snaplen))
+            at = self.offset + self.capture.pending
+            if not self.capture.append(block):
+                return  # no room now: after the next take()
+            self._sections[-1].blocks.append((at, block))
+            interface = _Interface(len(self._interfaces), port.name, description, block)
+            self._interfaces.append(interface)
+            self._use(interface, port)
+            del self._waiting[port]
+
+    # -- sections -------------------------------------------------------------------------
+
+    def _begin_section(self) -> None:
+        """The output has just opened: a new stream, beginning with a section of the live
+        ports; then copying starts."""
+        self.capture.take()  # nothing was copied while no section was open
+        self.offset = 0
+        self._sections = []
+        if not self._append_section():
+            raise OSError(errno.ENOBUFS, "the interface descriptions do not fit the "
+                                         "capture buffer")
+        self.active = True
+        self.state = "writing"
+        if self.relay is not None:
+            self.relay.hub.add_capture(self.capture)
+        self.flush()
+
+    def _append_section(self) -> bool:
+        """Append a section header with the descriptions of the live and waiting ports,
+        numbered afresh, and select them under those numbers; False if it does not fit."""
+        ports = [(i.port, i.description) for i in self._interfaces if i.port is not None
+                 and not i.port.closed]
+        ports += [(port, description) for port, description in self._waiting.items()
+                  if not port.closed]
+        snaplen = int(self.capture.snaplen)
+        fresh = [_Interface(number, port.name, description,
+                            interface_description(port.name, description, snaplen))
+                 for number, (port, description) in enumerate(ports)]
+        shb = section_header()
+        start = self.offset + self.capture.pending
+        if not self.capture.append(shb + b"".join(i.block for i in fresh)):
+            return False
+        section = _Section(start)
+        at = start + len(shb)
+        for interface in fresh:
+            section.blocks.append((at, interface.block))
+            at += len(interface.block)
+        self._sections.append(section)
+        for port in self._by_port:
+            self.capture.unselect(port.switch_id)
+        self._by_port.clear()
+        self._waiting.clear()
+        self._interfaces = fresh
+        for interface, (port, _) in zip(fresh, ports):
+            self._use(interface, port)
+        return True
+
+    def _end_section(self) -> None:
+        """Stop copying; what is still in the buffer is lost (counted)."""
+        if not self.active:
+            return
+        self.active = False
+        if self.relay is not None:
+            self.relay.hub.remove_capture(self.capture)
+        self.lost += _packets(memoryview(self.capture.take()))
+        # The next section describes the ports afresh.
+        for port, interface in self._by_port.items():
+            self.capture.unselect(port.switch_id)
+            self._waiting.setdefault(port, interface.description)
+        self._by_port.clear()
+        self._interfaces = []
+
+    def header_at(self, offset: int) -> bytes:
+        """What a new file must begin with to continue the stream at offset: the section
+        header and the interface descriptions before offset (nothing at a section start)."""
+        section = None
+        for candidate in self._sections:
+            if candidate.start > offset:
+                break
+            section = candidate
+        if section is None or section.start == offset:
+            return b""
+        return section_header() + b"".join(b for at, b in section.blocks if at < offset)
+
+    # -- moving bytes ---------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Take what the buffer holds and write it (unless the output is still blocked)."""
+        if not self.active or self.output.blocked or not self.capture.pending:
+            return
+        data = self.capture.take()
+        offset = self.offset
+        self.offset += len(data)
+        try:
+            self.output.write(data, offset, self.header_at)
+        except OSError as exc:
+            self.lost += _packets(memoryview(data))  # at most: part of it may be out
+            self._failed(exc)
+            return
+        # A section that precedes the one being written is no longer needed for headers.
+        while len(self._sections) > 1 and self._sections[1].start <= self.offset:
+            self._sections.pop(0)
+        if self._waiting:
+            self._describe_waiting()
+
+    def after_poll(self) -> None:
+        """After each hub poll while capturing: write once a quarter of the buffer is full."""
+        if self.capture.pending >= self.flush_at:
+            self.flush()
+
+    def _on_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tick = loop.call_later(defaults.CAPTURE_FLUSH_INTERVAL, self._on_tick)
+        if self.active:
+            if self.output.blocked:
+                self.output.resume()  # for outputs the loop cannot watch
+            self.flush()
+        elif (self.output.reopens and self.state == "waiting for a reader"
+              and loop.time() >= self._open_again_at):
+            self._open_again_at = loop.time() + defaults.CAPTURE_REOPEN_INTERVAL
+            try:
+                self._open()
+            except OSError as exc:
+                self._failed(exc)
+        dropped = int(self.capture.dropped)
+        if dropped > self._drops_logged and loop.time() - self._drops_logged_at >= \
+                defaults.LOG_INTERVAL:
+            self._drops_logged, self._drops_logged_at = dropped, loop.time()
+            log.warning("%s: %d frames dropped so far (the output is slower than the traffic)",
+                        self.output.what, dropped)
