@@ -22,8 +22,10 @@ Endpoints use the command line's target syntax (targets.py), except `-` (stdio).
 (in [defaults] or a link/hub): reconnect, reconnect_initial, reconnect_max,
 reconnect_factor, reconnect_jitter, connect_timeout, queue, max_frame, max_clients,
 max_clients_total, bind; for hubs only (in [defaults] or a hub): mode, mac_age,
-mac_table_size, loop_threshold, loop_hold. Every number has a range (defaults.py); inf
-and nan are refused.
+mac_table_size, loop_threshold, loop_hold. Captures (capture.py): `pcap = "FILE"` in a
+link or hub, and pcap_snaplen, pcap_size, pcap_count there or in [defaults]; they are no
+part of a link's definition, so a reload that changes only them leaves its connections
+alone. Every number has a range (defaults.py); inf and nan are refused.
 
 tomllib reports syntax errors with a line but knows nothing of keys once parsed, so the
 line of each key is found here by scanning the text (`KeyLines`); a problem is reported
@@ -45,6 +47,7 @@ from typing import Any
 
 from . import defaults
 from ._core import FRAME_MAX_LEN, FRAME_MIN_LEN, QUEUE_BUDGET_DEFAULT_BYTES, QUEUE_DEFAULT_BYTES
+from .capture import CaptureOptions
 from .errors import ConfigError, ConfigProblem, TargetError
 from .relay import RelayOptions
 from .targets import (BridgeTarget, StdioTarget, TapTarget, Target, TCPListenTarget,
@@ -52,8 +55,8 @@ from .targets import (BridgeTarget, StdioTarget, TapTarget, Target, TCPListenTar
                       parse_target)
 from .tls import TLSFiles, TLSSetupError, parse_allow
 
-__all__ = ["Config", "DaemonSettings", "KeyLines", "LinkOptions", "LinkSpec", "check_number",
-           "load_config", "parse_config", "parse_hostport", "parse_size"]
+__all__ = ["CaptureDefaults", "Config", "DaemonSettings", "KeyLines", "LinkOptions", "LinkSpec",
+           "check_number", "load_config", "parse_config", "parse_hostport", "parse_size"]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
@@ -156,6 +159,18 @@ class LinkOptions:
 
 
 @dataclass(frozen=True)
+class CaptureDefaults:
+    """pcap_snaplen, pcap_size and pcap_count, as [defaults] or a link sets them."""
+
+    snaplen: int = defaults.CAPTURE_SNAPLEN
+    size: int | None = None
+    count: int | None = None
+
+    def options(self, path: str) -> CaptureOptions:
+        return CaptureOptions(path, self.snaplen, self.size, self.count)
+
+
+@dataclass(frozen=True)
 class LinkSpec:
     """One named link (point to point) or hub, as the config file defines it."""
 
@@ -165,6 +180,8 @@ class LinkSpec:
     targets: tuple[Target, ...]     # the same, parsed
     options: LinkOptions
     line: int | None = field(default=None, compare=False)  # moving a link is no change
+    # `pcap`: no part of the definition; a reload applies a change without a restart.
+    capture: CaptureOptions | None = field(default=None, compare=False)
 
     @property
     def point_to_point(self) -> bool:
@@ -294,6 +311,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "loop_hold": (*defaults.LOOP_HOLD_RANGE, False),
 }
 _DAEMON_KEYS = ("metrics", "control", "stop_timeout")
+_CAPTURE_KEYS = ("pcap_snaplen", "pcap_size", "pcap_count")
 
 
 def _show_key(path: tuple[str | int, ...]) -> str:
@@ -434,6 +452,45 @@ class _Checker:
             merged["reconnect_max"] = merged["reconnect_initial"]
         return LinkOptions(**merged)
 
+    def capture(self, table: dict[str, Any], path: tuple[str, ...],
+                base: CaptureDefaults) -> CaptureDefaults:
+        """The capture keys set in table over base."""
+        values: dict[str, Any] = {}
+        if "pcap_snaplen" in table:
+            values["snaplen"] = self.number(table, path, "pcap_snaplen", base.snaplen,
+                                            *defaults.CAPTURE_SNAPLEN_RANGE, integer=True)
+        if "pcap_size" in table:
+            size = self.size(table["pcap_size"], path + ("pcap_size",),
+                             defaults.CAPTURE_SIZE_RANGE[1])
+            if size is not None and size < defaults.CAPTURE_SIZE_RANGE[0]:
+                self.problem(path + ("pcap_size",), f"{size} is too small (at least "
+                                                    f"{_show_size(defaults.CAPTURE_SIZE_RANGE[0])})")
+            elif size is not None:
+                values["size"] = size
+        if "pcap_count" in table:
+            values["count"] = self.number(table, path, "pcap_count", base.count or 0,
+                                          *defaults.CAPTURE_COUNT_RANGE, integer=True) or None
+        merged = CaptureDefaults(**{**base.__dict__, **values})
+        if "pcap_count" in table and merged.count is not None and merged.size is None \
+                and "pcap_size" not in table:
+            self.problem(path + ("pcap_count",), "needs pcap_size (files rotate by size)")
+        return merged
+
+    def pcap(self, table: dict[str, Any], path: tuple[str, ...],
+             base: CaptureDefaults) -> CaptureOptions | None:
+        """`pcap = "FILE"` of a link or hub, with its capture keys; None without pcap."""
+        settings = self.capture(table, path, base)
+        if "pcap" not in table:
+            return None
+        value = table["pcap"]
+        if not isinstance(value, str) or not value:
+            self.problem(path + ("pcap",), "must be a file path as a string")
+            return None
+        if value == "-":
+            self.problem(path + ("pcap",), "'-' (stdout) is for the command line only")
+            return None
+        return settings.options(value)
+
     def targets(self, table: dict[str, Any], path: tuple[str, ...],
                 hub: bool) -> list[tuple[str, Target]]:
         raw = table.get("endpoints", [])
@@ -491,7 +548,7 @@ def _clash(kind: str, a: Any, b: Any) -> bool:
 
 
 def _link(check: _Checker, kind: str, name: str, table: Any, base: LinkOptions,
-          links: dict[str, LinkSpec]) -> LinkSpec | None:
+          links: dict[str, LinkSpec], capture: CaptureDefaults) -> LinkSpec | None:
     """The spec of [kind.name], or None (problems recorded) when it cannot be built."""
     path = (kind, name)
     if not _NAME.match(name):
@@ -509,8 +566,8 @@ def _link(check: _Checker, kind: str, name: str, table: Any, base: LinkOptions,
         check.problem(later, f"the name is already used by [{first[0]}.{name}] "
                              "(links and hubs share one set of names)")
         return None
-    check.unknown(table, path, ("endpoints",) + _OPTION_KEYS + _HUB_KEYS
-                  + (("listen",) if kind == "hub" else ()))
+    check.unknown(table, path, ("endpoints",) + _OPTION_KEYS + _HUB_KEYS + ("pcap",)
+                  + _CAPTURE_KEYS + (("listen",) if kind == "hub" else ()))
     if kind == "link":
         for hub_key in _HUB_KEYS:
             if hub_key in table:
@@ -552,7 +609,8 @@ def _link(check: _Checker, kind: str, name: str, table: Any, base: LinkOptions,
             key = next((k for k in ("tls_cert", "tls_key", "tls_ca") if k in table), None)
             check.problem(path + (key,) if key else path, str(exc))
     return LinkSpec(name, kind, tuple(t for t, _ in pairs), tuple(t for _, t in pairs),
-                    options, line=check.where.find(path))
+                    options, line=check.where.find(path),
+                    capture=check.pcap(table, path, capture))
 
 
 def parse_config(text: str, path: str = "<config>") -> Config:
@@ -597,10 +655,12 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         daemon = DaemonSettings(metrics=metrics, control=control, stop_timeout=stop)
 
     base = LinkOptions()
+    capture = CaptureDefaults()
     deftable = check.table(doc, ("defaults",))
     if deftable is not None:
-        check.unknown(deftable, ("defaults",), _OPTION_KEYS + _HUB_KEYS)
+        check.unknown(deftable, ("defaults",), _OPTION_KEYS + _HUB_KEYS + _CAPTURE_KEYS)
         base = check.options(deftable, ("defaults",), base)
+        capture = check.capture(deftable, ("defaults",), capture)
 
     links: dict[str, LinkSpec] = {}
     keys: dict[str, tuple[str, ...]] = {}  # link name -> key of each endpoint, for errors
@@ -609,7 +669,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         if group is None:
             continue
         for name, table in group.items():
-            spec = _link(check, kind, name, table, base, links)
+            spec = _link(check, kind, name, table, base, links, capture)
             if spec is not None:
                 links[name] = spec
                 keys[name] = (("listen",) if kind == "hub" and "listen" in table else ()) + \
@@ -628,6 +688,15 @@ def parse_config(text: str, path: str = "<config>") -> Config:
                                   f"{written!r} binds the same {kind} address as "
                                   f"{other_text!r} in {other_name!r}", item=written)
             seen.append((spec.name, written, kind, key))
+    pcaps: dict[str, str] = {}
+    for spec in links.values():
+        if spec.capture is not None:
+            where = os.path.abspath(spec.capture.path)
+            if where in pcaps:
+                check.problem((spec.kind, spec.name, "pcap"),
+                              f"{spec.capture.path!r} is the capture file of "
+                              f"{pcaps[where]!r} already")
+            pcaps.setdefault(where, spec.name)
     if check.problems:
         check.problems.sort(key=lambda p: p.line if p.line is not None else 1 << 30)
         raise ConfigError(path, check.problems)

@@ -10,9 +10,14 @@ A link's failures stay in its runner: nothing a link does stops another.
 Signals: SIGTERM and SIGINT stop every link gracefully (each drains its queues up to
 `stop_timeout`, then closes its sockets and the taps it created) and exit 0. SIGHUP reads
 the file again: a link whose definition (endpoints and resolved options) is unchanged is
-left alone, its sockets untouched; changed and removed links are stopped first (so a
-changed link may reuse its own ports), then changed and added links start. A file that
+left alone, its sockets untouched (its capture file, `pcap`, is reopened, or started,
+changed or stopped as the file now says); changed and removed links are stopped first (so
+a changed link may reuse its own ports), then changed and added links start. A file that
 no longer validates is refused with one log line per problem, and the running links go on.
+
+Captures (capture.py) belong to a link's runner, not to one run of its relay: the file of
+`pcap` and the live captures of `fastrelay capture` (served through the control socket)
+go on across the link's restarts, and end when the link is stopped or removed.
 
 Readiness, reloads and stopping are told to systemd by hand through $NOTIFY_SOCKET
 (`sd_notify`), so the unit can be Type=notify without a dependency.
@@ -29,11 +34,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterable
 from typing import ClassVar
 
 from . import defaults
 from ._core import QueueBudget
 from .backoff import Backoff
+from .capture import CaptureOptions, CaptureSession, FileOutput, SocketOutput
 from .config import Config, DaemonSettings, LinkSpec, load_config
 from .control import ControlServer
 from .errors import ConfigError, StartError, TargetError
@@ -140,19 +147,89 @@ class LinkRunner:
         self._task: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._stopping = False
+        # Captures of the link, bound to each run's relay in turn: the `pcap` file's and
+        # the live ones; the counters of those that ended.
+        self.captures: list[CaptureSession] = []
+        self._file_capture: CaptureSession | None = None
+        self._captures_ended = {"frames": 0, "dropped": 0}
+        self._context = contextvars.copy_context()
+        self._context.run(LINK.set, spec.name)
 
     def start(self) -> None:
         """Start supervising, in a context whose log lines name the link."""
-        context = contextvars.copy_context()
-        context.run(LINK.set, self.spec.name)
         self._task = asyncio.get_running_loop().create_task(
-            self._supervise(), name=f"link {self.spec.name}", context=context)
+            self._supervise(), name=f"link {self.spec.name}", context=self._context)
+        if self.spec.capture is not None:
+            self._context.run(self._start_file_capture, self.spec.capture)
 
     def _new_relay(self) -> Relay:
         spec = self.spec
-        return Relay(spec.targets, spec.options.relay_options(self.verbosity),
-                     point_to_point=spec.point_to_point, name=spec.name, labels=spec.endpoints,
-                     budget=self.budget)
+        relay = Relay(spec.targets, spec.options.relay_options(self.verbosity),
+                      point_to_point=spec.point_to_point, name=spec.name, labels=spec.endpoints,
+                      budget=self.budget)
+        for session in self.captures:
+            relay.add_capture(session)
+        return relay
+
+    # -- captures ---------------------------------------------------------------------------
+
+    def _add_capture(self, session: CaptureSession) -> None:
+        self.captures.append(session)
+        if self.relay is not None:
+            self.relay.add_capture(session)
+        session.start()  # a file that cannot be opened is logged; SIGHUP tries again
+
+    def _start_file_capture(self, options: CaptureOptions) -> None:
+        # Appended to, never truncated: a restarted daemon keeps what it captured before.
+        output = FileOutput(options.path, size=options.size, count=options.count,
+                            truncate=False)
+        session = CaptureSession(output, link=self.spec.name, snaplen=options.snaplen,
+                                 on_end=self._capture_ended)
+        self._file_capture = session
+        self._add_capture(session)
+
+    def start_live_capture(self, ports: list[str], conn: socket.socket, what: str) -> None:
+        """`fastrelay capture`: stream the link's frames (of ports, or all) to conn."""
+        session = CaptureSession(SocketOutput(conn, what), link=self.spec.name, ports=ports,
+                                 on_end=self._capture_ended)
+        log_ports = ", ".join(ports) if ports else "every port"
+        self._context.run(log.info, "%s: capturing %s", what, log_ports)
+        self._context.run(self._add_capture, session)
+
+    def unknown_ports(self, names: list[str]) -> list[str]:
+        """The names that are neither an endpoint of the link nor one of its ports now."""
+        known = set(self.spec.endpoints)
+        if self.relay is not None:
+            known.update(port.name for port in self.relay.hub.ports)
+        return [name for name in names if name not in known]
+
+    def port_names(self) -> list[str]:
+        return [port.name for port in self.relay.hub.ports] if self.relay is not None else []
+
+    def _capture_ended(self, session: CaptureSession) -> None:
+        if session in self.captures:
+            self.captures.remove(session)
+        if session is self._file_capture:
+            self._file_capture = None
+        if self.relay is not None:
+            self.relay.remove_capture(session)
+        self._captures_ended["frames"] += session.frames
+        self._captures_ended["dropped"] += session.dropped
+        if isinstance(session.output, SocketOutput):
+            self._context.run(log.info, "%s: ended: %d frames, %d dropped",
+                              session.output.what, session.frames, session.dropped)
+
+    def reload(self, spec: LinkSpec) -> None:
+        """SIGHUP, the definition unchanged: reopen the capture file, or apply its change."""
+        old, self.spec = self.spec.capture, spec
+        session = self._file_capture
+        if session is not None and spec.capture == old:
+            self._context.run(session.reopen)
+            return
+        if session is not None:
+            self._context.run(session.close)
+        if spec.capture is not None:
+            self._context.run(self._start_file_capture, spec.capture)
 
     async def _supervise(self) -> None:
         """Start the relay, wait for it to end, start it again; for as long as the link lives.
@@ -248,17 +325,21 @@ class LinkRunner:
         task, relay = self._task, self.relay
         if task is None:
             return
-        if relay is not None and self.state == "up":
-            relay.stop(0)
-            await task
-            try:
-                await relay.drain(timeout)
-            finally:
-                self._retire()
-        else:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        try:
+            if relay is not None and self.state == "up":
+                relay.stop(0)
                 await task
+                try:
+                    await relay.drain(timeout)
+                finally:
+                    self._retire()
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            for session in list(self.captures):
+                self._context.run(session.close)  # what was drained is in the file
         self.state = "stopped"
 
     def snapshot(self, tables: bool = False) -> LinkStats:
@@ -275,10 +356,15 @@ class LinkRunner:
                                    [] if tables else None))
         switch.absorb(earlier_switch)
         budget = self.budget
+        capture = {"frames": self._captures_ended["frames"]
+                   + sum(s.frames for s in self.captures),
+                   "dropped": self._captures_ended["dropped"]
+                   + sum(s.dropped for s in self.captures),
+                   "sessions": [s.stats() for s in self.captures]}
         return LinkStats(self.spec.name, self.spec.kind, self.state, self.restarts,
                          self.error, current,
                          {"limit": budget.limit, "used": budget.used, "peak": budget.peak,
-                          "refused_frames": budget.refused}, switch)
+                          "refused_frames": budget.refused}, switch, capture)
 
 
 # -- the process -----------------------------------------------------------------------------
@@ -297,6 +383,7 @@ class Daemon:
         self._reload_lock: asyncio.Lock | None = None
         self._reloads: set[asyncio.Task[None]] = set()
         self._began = time.monotonic()
+        self._live_captures = 0  # started so far: numbers them in log lines
 
     def snapshot(self, tables: bool = False) -> list[LinkStats]:
         """Every link's state and counters; with tables, each switch's MAC table too."""
@@ -304,6 +391,27 @@ class Daemon:
 
     def uptime(self) -> float:
         return time.monotonic() - self._began
+
+    def start_capture(self, link: str, ports: list[str], conn: socket.socket) -> str | None:
+        """The control socket's `capture LINK [PORT...]`: stream the frames of link (of the
+        ports or endpoints named, or all) to conn, which the capture then owns, until the
+        client leaves. Why not, as one line, if it cannot."""
+        runner = self.runners.get(link)
+        if runner is None:
+            return f"no link or hub named {link!r} (there are: {_listing(self.runners)})"
+        live = sum(isinstance(s.output, SocketOutput) for r in self.runners.values()
+                   for s in r.captures)
+        if live >= defaults.CAPTURE_CLIENTS_MAX:
+            return (f"{live} live captures already (at most {defaults.CAPTURE_CLIENTS_MAX}); "
+                    f"end one first")
+        unknown = runner.unknown_ports(ports)
+        if unknown:
+            return (f"{runner.spec.kind} {link} has no port or endpoint {unknown[0]!r} "
+                    f"(ports: {_listing(runner.port_names())}; "
+                    f"endpoints: {_listing(runner.spec.endpoints)})")
+        self._live_captures += 1
+        runner.start_live_capture(ports, conn, f"capture client {self._live_captures}")
+        return None
 
     def _status(self) -> str:
         up = sum(1 for r in self.runners.values() if r.state == "up")
@@ -395,6 +503,8 @@ class Daemon:
                 runner = LinkRunner(spec, self.verbosity)
                 self.runners[name] = runner
                 runner.start()
+            elif spec is not self.runners[name].spec:
+                self.runners[name].reload(spec)  # unchanged: only its capture may change
 
     async def _apply_services(self, settings: DaemonSettings, *, starting: bool) -> None:
         """Open, move or close the metrics and control listeners as settings say.
@@ -421,7 +531,8 @@ class Daemon:
             if self.control is not None:
                 await self.control.close()  # first: the new path may be the same file
                 self.control = None
-            control = (ControlServer(settings.control, self.snapshot, self.uptime)
+            control = (ControlServer(settings.control, self.snapshot, self.uptime,
+                                     capture=self.start_capture)
                        if settings.control else None)
             try:
                 if control is not None:
@@ -440,6 +551,13 @@ class Daemon:
             if server is not None:
                 await server.close()
         self.metrics = self.control = None
+
+
+def _listing(names: Iterable[str], most: int = 8) -> str:
+    """Names for an error line: quoted, comma-separated, at most `most` of them."""
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:most]) or "none"
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def run_daemon(config: Config, verbosity: int = 0) -> int:

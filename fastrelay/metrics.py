@@ -118,6 +118,18 @@ _SWITCH_METRICS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+# Per link: its captures (`pcap` and `fastrelay capture`). name, type, help, key.
+_CAPTURE_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("fastrelay_capture_frames_total", "counter",
+     "Frames the link's captures (pcap file, fastrelay capture) copied.", "frames"),
+    ("fastrelay_capture_dropped_frames_total", "counter",
+     "Frames the link's captures dropped: the file or reader was slower than the traffic "
+     "(forwarding did not wait), or failed.", "dropped"),
+    ("fastrelay_captures", "gauge",
+     "Captures of the link running now.", "sessions"),
+)
+
+
 def _escape(value: str) -> str:
     """A label value as the text format wants it: backslash, quote and newline escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -167,6 +179,12 @@ def render_prometheus(links: Iterable[LinkStats]) -> str:
                    "Point-to-point links: frames read from one side that the other side "
                    "never took because its connection failed at that instant.",
                    {"link": link.name}, link.unforwarded)
+    for name, kind, text, key in _CAPTURE_METRICS:
+        for link in links:
+            if link.capture is not None:
+                value = (len(link.capture["sessions"]) if key == "sessions"
+                         else link.capture[key])
+                sample(name, kind, text, {"link": link.name}, value)
     for name, kind, text, field, extra in _ENDPOINT_METRICS:
         for link in links:
             for endpoint in link.endpoints:

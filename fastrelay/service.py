@@ -57,7 +57,8 @@ async def _linger(conn: socket.socket) -> None:
 
 
 class OneShotServer:
-    """Accepts clients on listening sockets and awaits serve(conn) for each, then closes it.
+    """Accepts clients on listening sockets and awaits serve(conn) for each, then closes it
+    (unless serve returned True: it handed the connection on, e.g. to a live capture).
 
     Not asyncio.start_server: when accept() fails with EMFILE, libuv accepts and closes
     every waiting client (its "EMFILE trick"), so `GET /metrics` would be reset exactly
@@ -69,8 +70,8 @@ class OneShotServer:
     REQUEST_TIMEOUT seconds in all.
     """
 
-    def __init__(self, socks: list[socket.socket], serve: Callable[[socket.socket], Awaitable[None]],
-                 what: str) -> None:
+    def __init__(self, socks: list[socket.socket],
+                 serve: Callable[[socket.socket], Awaitable[bool | None]], what: str) -> None:
         self.socks = socks
         self.serve = serve
         self.what = what
@@ -148,15 +149,18 @@ class OneShotServer:
             self._watch()
 
     async def _run(self, conn: socket.socket) -> None:
+        kept = False  # serve() returned True: the connection is someone else's now
         try:
-            await asyncio.wait_for(self.serve(conn), defaults.REQUEST_TIMEOUT)
-            await _linger(conn)
+            kept = bool(await asyncio.wait_for(self.serve(conn), defaults.REQUEST_TIMEOUT))
+            if not kept:
+                await _linger(conn)
         except (TimeoutError, OSError):
             pass  # a slow client, or one that left: nothing worth answering
         except Exception as exc:  # noqa: BLE001 (one client must not take the service down)
             log.warning("%s: cannot answer a client: %s: %s", self.what, type(exc).__name__, exc)
         finally:
-            conn.close()
+            if not kept:
+                conn.close()
             self._take_spare()  # at once: the descriptor just freed is the spare again
 
     async def close(self) -> None:

@@ -130,6 +130,7 @@ class LinkStats:
     endpoints: list[EndpointStats]
     budget: dict[str, int] | None = None  # its QueueBudget: limit, used, peak, refused_frames
     switch: SwitchStats | None = None     # its switch (hub or switch mode): counters, table
+    capture: dict[str, Any] | None = None  # its captures: frames, dropped, sessions (each's stats)
 
     @property
     def mode(self) -> str | None:
@@ -157,6 +158,9 @@ class LinkStats:
                 "restarts": self.restarts, "error": self.error,
                 "unforwarded_frames": self.unforwarded, "queue_budget": self.budget,
                 "switch": self.switch.as_dict() if self.switch is not None else None,
+                "capture_frames": self.capture["frames"] if self.capture else 0,
+                "capture_dropped": self.capture["dropped"] if self.capture else 0,
+                "captures": self.capture["sessions"] if self.capture else [],
                 "endpoints": [e.as_dict() for e in self.endpoints]}
 
 
