@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -11,8 +12,9 @@ from typing import NoReturn
 
 from . import __version__, defaults
 from ._core import FRAME_MAX_LEN, FRAME_MIN_LEN
+from .capture import CaptureOptions
 from .config import check_number, load_config, parse_size
-from .control import query
+from .control import capture_stream, query
 from .daemon import run_daemon, setup_daemon_logging
 from .errors import ConfigError, RelayError
 from .relay import RelayOptions, run
@@ -33,6 +35,8 @@ fastrelay [-v]... [options] SRC DEST          point to point (netrelay SRC DEST)
        fastrelay --check FILE                       validate FILE, start nothing
        fastrelay stats [-v] [--json | --prometheus] [--watch [SECONDS] [--count N]]
                        [--control PATH | --config FILE]   counters of the running daemon
+       fastrelay capture [--control PATH | --config FILE] LINK [PORT...] [-w FILE|-]
+                                                    a daemon link's frames, live, as pcapng
        fastrelay doctor [--max-frame N] [BRIDGE...]  check the host's bridges""" % (
     defaults.DEFAULT_HUB_PORT)
 
@@ -56,6 +60,12 @@ The daemon (--config) runs many links and hubs in one process: TCP clients recon
 listeners keep accepting, a failing link never stops the others; SIGHUP reloads FILE
 (unchanged links keep their connections), SIGTERM drains queues and exits 0. See
 examples/fastrelay.toml and the README's "Daemon" section.
+
+--pcap FILE writes every frame of every port as pcapng (one interface per port, named as
+in `fastrelay stats`; inbound and outbound directions; nanosecond timestamps); FILE may be
+- (stdout) or a FIFO. SIGHUP reopens it. `fastrelay capture LINK` streams a running
+daemon's link the same way, without touching its connections:
+  fastrelay capture lab | wireshark -k -i -
 
 examples:
   fastrelay -l 5000
@@ -89,6 +99,13 @@ def _size(text: str, maximum: int = defaults.QUEUE_MAX) -> int:
 
 def _total_size(text: str) -> int:
     return _size(text, defaults.QUEUE_TOTAL_MAX)
+
+
+def _pcap_size(text: str) -> int:
+    size = _size(text, defaults.CAPTURE_SIZE_RANGE[1])
+    if size < defaults.CAPTURE_SIZE_RANGE[0]:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small (at least 64k)")
+    return size
 
 
 def _number(low: float, high: float, integer: bool = False) -> Callable[[str], float]:
@@ -187,12 +204,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"how long a switch blocks the port a looping MAC moved to "
                              f"(default {defaults.LOOP_HOLD:g}, range "
                              f"{_span(defaults.LOOP_HOLD_RANGE)})")
+    parser.add_argument("--pcap", metavar="FILE",
+                        help="write every frame of every port to FILE as pcapng (- is stdout; "
+                             "a FIFO streams it); SIGHUP reopens FILE")
+    parser.add_argument("--pcap-snaplen", type=_number(*defaults.CAPTURE_SNAPLEN_RANGE, True),
+                        metavar="N",
+                        help=f"with --pcap: bytes kept of each frame (default "
+                             f"{defaults.CAPTURE_SNAPLEN}: all)")
+    parser.add_argument("--pcap-size", type=_pcap_size, metavar="SIZE",
+                        help="with --pcap: before FILE grows past SIZE (100M, 1G), rename it "
+                             "FILE.N (N counts up) and start a new FILE (tcpdump's -C)")
+    parser.add_argument("--pcap-count", type=_number(*defaults.CAPTURE_COUNT_RANGE, True),
+                        metavar="N",
+                        help="with --pcap-size: keep N files in all (FILE and the newest "
+                             "FILE.N), removing the oldest (tcpdump's -W)")
+    parser.add_argument("-w", dest="write", metavar="FILE",
+                        help="with `capture`: write the pcapng stream to FILE (default -, "
+                             "stdout)")
     parser.add_argument("--config", metavar="FILE",
                         help="run every link and hub of the TOML file FILE (daemon)")
     parser.add_argument("--check", metavar="FILE",
                         help="validate the config file FILE and exit (0 if valid)")
     parser.add_argument("--control", metavar="PATH",
-                        help="with `stats`: the daemon's control socket "
+                        help="with `stats` and `capture`: the daemon's control socket "
                              f"(default: from --config, else {defaults.CONTROL_SOCKET})")
     parser.add_argument("--prometheus", action="store_true",
                         help="with `stats`: Prometheus text instead of the table")
@@ -215,7 +249,8 @@ def _setup_logging(verbosity: int) -> None:
 _LINK_OPTIONS = ("listen", "reconnect", "queue", "queue_total", "max_frame",
                  "max_clients", "max_clients_total", "bind", "reconnect_initial", "reconnect_max",
                  "tls_cert", "tls_key", "tls_ca", "allow",
-                 "switch", "mac_age", "mac_table_size", "loop_threshold", "loop_hold")
+                 "switch", "mac_age", "mac_table_size", "loop_threshold", "loop_hold",
+                 "pcap", "pcap_snaplen", "pcap_size", "pcap_count")
 # Options of the hub form only: point to point forwards everything between its two sides.
 _HUB_OPTIONS = ("switch", "mac_age", "mac_table_size", "loop_threshold", "loop_hold")
 
@@ -242,19 +277,24 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
-def _stats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """`fastrelay stats`: ask the running daemon for its counters, print them."""
-    path = args.control
+def _control_path(args: argparse.Namespace) -> str:
+    """The daemon's control socket: --control, else the one of --config, else the default."""
+    path: str | None = args.control
     if path is None and args.config is not None:
         config = load_config(args.config)
         if config.daemon.control is None:
             raise RelayError(f"{args.config}: no [daemon] control socket configured")
         path = config.daemon.control
+    return path or defaults.CONTROL_SOCKET
+
+
+def _stats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`fastrelay stats`: ask the running daemon for its counters, print them."""
     if args.json and args.prometheus:
         parser.error("stats: --json and --prometheus: choose one")
     if args.count is not None and args.watch is None:
         parser.error("stats: --count N goes with --watch")
-    socket_path = path or defaults.CONTROL_SOCKET
+    socket_path = _control_path(args)
     return run_stats(lambda command: query(socket_path, command),
                      raw="metrics" if args.prometheus else "stats" if args.json else None,
                      watch=args.watch, count=args.count, verbose=args.verbosity >= 1)
@@ -302,6 +342,43 @@ def _doctor(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return status
 
 
+def _is_capture(args: argparse.Namespace) -> bool:
+    """Whether the command line is `fastrelay capture LINK [PORT...]`.
+
+    `fastrelay capture BR` is also netrelay's form for relaying bridge "capture" to bridge
+    BR: that meaning wins when an interface named "capture" exists (as for doctor).
+    """
+    if args.listen is not None or args.targets[:1] != ["capture"]:
+        return False
+    if len(args.targets) != 2:
+        return True
+    try:
+        socket.if_nametoindex("capture")
+    except OSError:
+        return True
+    return False
+
+
+def _capture(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`fastrelay capture LINK [PORT...]`: a daemon link's frames as pcapng, until stopped."""
+    if len(args.targets) < 2:
+        parser.error("capture: which link? (fastrelay capture LINK [PORT...] [-w FILE])")
+    given = _link_options_given(args) + [o for o in misplaced_stats_options(args)
+                                         if o != "--control"]
+    if given:
+        parser.error(f"{', '.join(given)}: not with `fastrelay capture`")
+    out = args.write or "-"
+    if out == "-" and sys.stdout.isatty():
+        parser.error("capture: stdout is a terminal; pipe it (fastrelay capture LINK | "
+                     "wireshark -k -i -) or write a file with -w FILE")
+    # SIGTERM ends the capture as Ctrl-C does: the client closes, the daemon stops copying.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return capture_stream(_control_path(args), args.targets[1], args.targets[2:], out)
+    except KeyboardInterrupt:
+        return 0
+
+
 def _daemon(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """--config FILE: validate, then run every link and hub of FILE until stopped."""
     if args.targets:
@@ -314,9 +391,34 @@ def _daemon(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return run_daemon(config, args.verbosity)
 
 
+def _capture_options(parser: argparse.ArgumentParser,
+                     args: argparse.Namespace) -> CaptureOptions | None:
+    """--pcap and its companions, checked against each other and the targets."""
+    if args.pcap is None:
+        extra = [f"--pcap-{name}" for name in ("snaplen", "size", "count")
+                 if getattr(args, f"pcap_{name}") is not None]
+        if extra:
+            parser.error(f"{', '.join(extra)}: goes with --pcap FILE")
+        return None
+    if args.pcap_count is not None and args.pcap_size is None:
+        parser.error("--pcap-count: goes with --pcap-size (files rotate by size)")
+    if args.pcap == "-":
+        if "-" in args.targets:
+            parser.error("--pcap -: stdout is taken by the stdio target '-'")
+        if sys.stdout.isatty():
+            parser.error("--pcap -: stdout is a terminal; pipe it (| wireshark -k -i -) "
+                         "or give a file")
+    elif not args.pcap:
+        parser.error("--pcap: empty file name")
+    return CaptureOptions(args.pcap, args.pcap_snaplen or defaults.CAPTURE_SNAPLEN,
+                          args.pcap_size, args.pcap_count)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    # Intermixed: `capture --control PATH LINK` and `doctor --max-frame N BRIDGE...` have
+    # options between their positional words.
+    args, extra = parser.parse_known_intermixed_args(argv)
     if extra and args.targets[:1] == ["doctor"] and not any(a.startswith("-") for a in extra):
         # `doctor --max-frame N BRIDGE...`: argparse ends the positionals at the option.
         args.targets += extra
@@ -338,9 +440,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stats(parser, args)
         if _is_doctor(args):
             return _doctor(parser, args)
+        if _is_capture(args):
+            return _capture(parser, args)
         misplaced = misplaced_stats_options(args)
         if misplaced:
-            parser.error(f"{', '.join(misplaced)}: only with `fastrelay stats`")
+            also = " or `fastrelay capture`" if misplaced == ["--control"] else ""
+            parser.error(f"{', '.join(misplaced)}: only with `fastrelay stats`{also}")
+        if args.write is not None:
+            parser.error("-w FILE goes with `fastrelay capture` (use --pcap FILE to capture "
+                         "this relay's frames)")
         if args.config is not None:
             return _daemon(parser, args)
     except ConfigError as exc:
@@ -381,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.backoff.get("maximum", defaults.RECONNECT_MAX) < options.backoff.get(
             "initial", defaults.RECONNECT_INITIAL):
         parser.error("argument --reconnect-max: must be >= --reconnect-initial")
+    options.capture = _capture_options(parser, args)
     try:
         targets: list[Target] = [parse_target(t) for t in args.targets]
         if args.listen is not None:
