@@ -38,6 +38,7 @@ import errno
 import logging
 import os
 import re
+import select
 import socket
 import stat
 import struct
@@ -199,6 +200,10 @@ class Output:
 
     def open(self) -> bool:
         raise NotImplementedError
+
+    def gone(self) -> bool:
+        """True when the reader has left (asked on each tick: traffic may be idle)."""
+        return False
 
     def write(self, data: bytes, offset: int, header_at: Callable[[int], bytes]) -> None:
         """Write data, the stream's bytes from offset on (a file may rotate in between and
@@ -400,6 +405,15 @@ class FileOutput(Output):
     def reopens(self) -> bool:
         return self.kind == "fifo"
 
+    def gone(self) -> bool:
+        # A FIFO whose reader left reports POLLERR: notice it before a new reader comes,
+        # who must get a stream from its start, not from the middle of this one.
+        if self.kind != "fifo" or self.fd < 0:
+            return False
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
     def close(self) -> None:
         fd = self.fd
         super().close()
@@ -563,6 +577,18 @@ class CaptureSession:
             self._open()
         except OSError as exc:
             self._failed(exc)
+
+    async def finish(self, timeout: float = defaults.CAPTURE_FINISH_TIMEOUT) -> None:
+        """Before close(): let the output take what is pending, for up to timeout seconds
+        (a reader that stopped reading costs no more than that)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self.active and (self.output.blocked or self.capture.pending)
+               and loop.time() < deadline):
+            if self.output.blocked:
+                self.output.resume()
+            self.flush()
+            await asyncio.sleep(0.005)
 
     def close(self) -> None:
         """End the session: write what is pending (if the output takes it), release all."""
@@ -783,6 +809,9 @@ class CaptureSession:
         loop = asyncio.get_running_loop()
         self._tick = loop.call_later(defaults.CAPTURE_FLUSH_INTERVAL, self._on_tick)
         if self.active:
+            if self.output.gone():
+                self._failed(OSError(errno.EPIPE, "the reader left"))
+                return
             if self.output.blocked:
                 self.output.resume()  # for outputs the loop cannot watch
             self.flush()

@@ -338,8 +338,11 @@ class LinkRunner:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         finally:
+            # What was sent while draining is in the files and streams, as far as the
+            # readers take it within CAPTURE_FINISH_TIMEOUT.
+            await asyncio.gather(*(session.finish() for session in self.captures))
             for session in list(self.captures):
-                self._context.run(session.close)  # what was drained is in the file
+                self._context.run(session.close)
         self.state = "stopped"
 
     def snapshot(self, tables: bool = False) -> LinkStats:

@@ -97,13 +97,15 @@ SERVICE_LINGER = 1.0
 # Capture (capture.py): the buffer each capture copies frames into (pcapng blocks; frames
 # that find it full are dropped and counted), the bytes kept of each frame, how often
 # the buffer is written out (a buffer a quarter full is also written after the hub's
-# poll), how often a FIFO without a reader is tried again (seconds), the live captures
+# poll), how often a FIFO without a reader is tried again (seconds), how long a capture
+# that ends may take to write out what it holds (seconds), the live captures
 # (`fastrelay capture`) a daemon serves at once, and how many closed ports' interfaces
 # a section keeps (beyond as many as are live) before a new section drops them.
 CAPTURE_BUFFER = 4 << 20
 CAPTURE_SNAPLEN = 262144
 CAPTURE_FLUSH_INTERVAL = 0.01
 CAPTURE_REOPEN_INTERVAL = 0.2
+CAPTURE_FINISH_TIMEOUT = 1.0
 CAPTURE_CLIENTS_MAX = 16
 CAPTURE_STALE_INTERFACES = 64
 # Ranges of the capture options: snap length, rotation size (bytes) and file count.

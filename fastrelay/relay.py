@@ -419,7 +419,8 @@ class Relay:
             else:
                 self.close()
             if capture is not None:
-                capture.close()  # after the drain: what was sent meanwhile is in the file
+                await capture.finish()  # after the drain: what was sent meanwhile is in
+                capture.close()
 
     def _open_capture(self) -> CaptureSession | None:
         """--pcap: open the file and capture every port into it; StartError if it cannot."""
