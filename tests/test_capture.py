@@ -8,6 +8,7 @@ import random
 import resource
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -316,7 +317,7 @@ def test_block_splitter_passes_whole_blocks_whatever_the_cuts() -> None:
         BlockSplitter().feed_data(b"\x06\x00\x00\x00\x05\x00\x00\x00" + bytes(8))
 
 
-def test_clients_that_come_and_go_keep_the_interface_table_bounded(inprocess_relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_client_churn_keeps_interfaces_bounded(inprocess_relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = str(tmp_path / "churn.pcapng")
     port = free_port()
     relay = inprocess_relay(listen=f"{LOOP4}:{port}")
@@ -357,10 +358,9 @@ def test_unix_clients_of_one_name_share_an_interface(inprocess_relay, tmp_path) 
         relay.relay.add_capture(session)
         box.append(session)
     relay.call(add)
-    import socket as sockets
-    b = StreamPeer.connect(sock, family=sockets.AF_UNIX)
+    b = StreamPeer.connect(sock, family=socket.AF_UNIX)
     for i in range(20):  # unnamed unix clients: one name, one interface, reused
-        c = StreamPeer.connect(sock, family=sockets.AF_UNIX)
+        c = StreamPeer.connect(sock, family=socket.AF_UNIX)
         c.send(random_frames(1, 60, 60, seed=i))
         b.recv(1)
         c.close()
