@@ -13,7 +13,7 @@ import time
 
 import pcapng
 from conftest import wait_until
-from peers import LOOP4, StreamPeer, free_port, random_frames, track
+from peers import LOOP4, StreamListener, StreamPeer, free_port, random_frames, track
 from reference import frame_stream
 from test_capture import IN, OUT, client_name, seq, stream, tshark
 from test_metrics import parse_prometheus, value
@@ -340,3 +340,32 @@ pcap_snap = 5
         f"{path}:13: hub.c.pcap: '-' (stdout) is for the command line only",
         f"{path}:14: hub.c.pcap_snap: unknown key (did you mean 'pcap_snaplen'?)",
     ]
+
+
+def test_a_pcap_goes_on_across_the_links_restarts(daemon_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ctl = str(tmp_path / "ctl.sock")
+    path = str(tmp_path / "p2p.pcapng")
+    la, lb = StreamListener(), StreamListener()
+    proc = daemon_process(f"""[daemon]
+control = "{ctl}"
+[link.p2p]
+endpoints = ["{LOOP4}:{la.port}", "{LOOP4}:{lb.port}"]
+reconnect = false
+pcap = "{path}"
+""")
+    frames = random_frames(200, 60, 1514, seed=15)
+    a, b = la.accept(), lb.accept()
+    a.send(frames[:100])
+    assert b.recv(100) == frames[:100]
+    a.close()  # one side ends: the link ends, and is started again
+    b.expect_closed()
+    a, b = la.accept(timeout=10), lb.accept(timeout=10)
+    a.send(frames[100:])
+    assert b.recv(100) == frames[100:]
+    proc.stop()
+    assert "ended; starting it again" in proc.log
+    cap = pcapng.read(path)
+    name = f"tcp {LOOP4}:{la.port}"
+    assert len(cap.sections) == 1 and len(cap.sections[0]) == 2  # the same names again
+    assert stream(cap, name, IN) == frames
+    assert stream(cap, f"tcp {LOOP4}:{lb.port}", OUT) == frames
