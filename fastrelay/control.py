@@ -18,6 +18,7 @@ import logging
 import os
 import shlex
 import socket
+import stat
 import sys
 from collections.abc import Callable
 
@@ -195,13 +196,15 @@ def capture_stream(path: str, link: str, ports: list[str], out: str,
             raise RelayError(f"capture: cannot write {out}: {exc.strerror or exc}") from None
         sock.settimeout(None)
         blocks = BlockSplitter()  # only whole blocks are written: the file stays valid
+        whole = 0  # bytes of whole blocks written: an interrupted write is cut back to it
         try:
             data = first
             while data:
                 try:
-                    view = memoryview(blocks.feed_data(data))
+                    chunk = blocks.feed_data(data)
                 except ValueError as exc:
                     raise RelayError(f"capture: the daemon sent {exc}") from None
+                view = memoryview(chunk)
                 try:
                     while view:
                         view = view[os.write(fd, view):]
@@ -210,12 +213,18 @@ def capture_stream(path: str, link: str, ports: list[str], out: str,
                 except OSError as exc:
                     raise RelayError(f"capture: cannot write {out}: "
                                      f"{exc.strerror or exc}") from None
+                whole += len(chunk)
                 try:
                     data = sock.recv(1 << 16)
                 except OSError:
                     data = b""  # reset: the daemon is gone
         finally:
             if fd != 1:
+                # Ctrl-C may have come between the parts of a write: a file ends with
+                # whole blocks all the same.
+                with contextlib.suppress(OSError):
+                    if os.fstat(fd).st_size > whole and stat.S_ISREG(os.fstat(fd).st_mode):
+                        os.ftruncate(fd, whole)
                 os.close(fd)
         print(f"fastrelay: capture {link}: the daemon ended the stream (it stopped, or the "
               f"link was changed or removed)", file=sys.stderr)
