@@ -230,13 +230,15 @@ class Relay:
 
     def add_capture(self, session: CaptureSession) -> None:
         """Capture this relay's ports into session (capture.py) until removed or closed."""
-        self.captures.append(session)
+        # Replaced, never changed in place: a session may end (and be removed) while a
+        # loop over the list calls it.
+        self.captures = self.captures + [session]
         session.bind(self)
         self._watch_hub()
 
     def remove_capture(self, session: CaptureSession) -> None:
         if session in self.captures:
-            self.captures.remove(session)
+            self.captures = [s for s in self.captures if s is not session]
             session.unbind()
             self._watch_hub()
 
@@ -428,7 +430,8 @@ class Relay:
         if options is None:
             return None
         output = FileOutput(options.path, size=options.size, count=options.count)
-        session = CaptureSession(output, link=self.name, snaplen=options.snaplen)
+        session = CaptureSession(output, link=self.name, snaplen=options.snaplen,
+                                 on_end=self.remove_capture)
         try:
             session.start(strict=True)
         except OSError as exc:
