@@ -359,7 +359,9 @@ class FileOutput(Output):
             return
         start = 0
         while start < len(view):
-            end = _blocks_within(view, start, self.size - self.written)
+            room = self.size - self.written
+            # Blocks are walked (in Python) only in the write that crosses the size.
+            end = len(view) if len(view) - start <= room else _blocks_within(view, start, room)
             if end == start:
                 if self.written > self.header_len:
                     self._rotate(header_at(offset + start))
