@@ -43,7 +43,9 @@ import socket
 import stat
 import struct
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, defaults
@@ -158,6 +160,19 @@ class BlockSplitter:
         return out
 
 
+def _header_at(sections: list[tuple[int, list[tuple[int, bytes]]]], offset: int) -> bytes:
+    """The header a file beginning at stream offset needs: the section header and the
+    descriptions of its section (start, [(offset, block)]) written before offset."""
+    found = None
+    for start, blocks in sections:
+        if start > offset:
+            break
+        found = (start, blocks)
+    if found is None or found[0] == offset:
+        return b""  # a section starts right there: the stream has its header
+    return section_header() + b"".join(block for at, block in found[1] if at < offset)
+
+
 @dataclass(frozen=True)
 class CaptureOptions:
     """What `--pcap FILE` and the pcap keys of a link or hub ask for."""
@@ -186,12 +201,18 @@ class Output:
         self.fd = -1
         self.rest: memoryview | None = None
         self.on_ready: Callable[[], None] | None = None     # the rest is out
-        self.on_error: Callable[[OSError], None] | None = None  # writing the rest failed
+        self.on_error: Callable[[OSError], None] | None = None  # a write failed later
+        self.lost_packets = 0  # of writes that failed after write() returned
         self._watched = -1  # the descriptor watched for writability, if any
 
     @property
     def blocked(self) -> bool:
         return self.rest is not None
+
+    @property
+    def drained(self) -> bool:
+        """Everything handed to write() is out (in the kernel's hands)."""
+        return self.rest is None
 
     @property
     def reopens(self) -> bool:
@@ -275,6 +296,24 @@ class Output:
             fd, self.fd = self.fd, -1
             os.close(fd)
 
+    def shutdown(self) -> None:
+        """close(), for good: the session has ended."""
+        self.close()
+
+
+class _File:
+    """A regular capture file as its writer thread sees it (one per open: a reopened file
+    is another _File, so a write still queued for the old one cannot touch the new one)."""
+
+    __slots__ = ("failed", "fd", "header_len", "written")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.written = os.fstat(fd).st_size  # bytes in the file (appended to: all of them)
+        self.header_len = 0                  # of those, the header a rotated file began with
+        self.failed = False                  # a write failed: the chunks after it are not
+                                             # written (the file ends with whole blocks)
+
 
 class FileOutput(Output):
     """A pcapng file, a FIFO or stdout ("-").
@@ -283,9 +322,18 @@ class FileOutput(Output):
     never destroys an earlier capture); with `size` it is rotated before it would grow
     past size bytes: FILE is renamed FILE.N (N one more than the highest there is) and a
     new FILE begins with the section header and interface descriptions; with `count` the
-    oldest FILE.N are removed so that count files remain. A FIFO is opened without
-    blocking whenever it has a reader (until then, and after its reader leaves, nothing
-    is copied). Neither a FIFO nor stdout is rotated.
+    oldest FILE.N are removed so that count files remain.
+
+    A regular file cannot be written without blocking (a slow disk, or fresh pages of
+    tmpfs, may take milliseconds), so its writes, renames and removals run on a thread of
+    its own, in order. The loop hands chunks over and goes on; up to CAPTURE_WRITE_QUEUE
+    bytes may wait for the thread (which gets the GIL only between the loop's polls, so
+    chunks must queue rather than fill the capture buffer meanwhile), and the output is
+    `blocked` while that queue is full. A write that fails cuts the file back to whole
+    blocks, and the chunks queued after it are not written (they are counted as lost).
+
+    A FIFO is opened without blocking whenever it has a reader (until then, and after its
+    reader leaves, nothing is copied). Neither a FIFO nor stdout is rotated.
     """
 
     def __init__(self, path: str, *, size: int | None = None, count: int | None = None,
@@ -297,10 +345,26 @@ class FileOutput(Output):
         self.truncate = truncate
         self.kind = "stdout" if path == "-" else "file"
         self.what = "capture to stdout" if path == "-" else f"capture file {path}"
-        self.written = 0       # bytes in the current file (regular files)
-        self.header_len = 0    # of those, the header a rotated file begins with
+        self._file: _File | None = None
+        self._worker: ThreadPoolExecutor | None = None  # serialises a file's writes
+        self._queued: dict[int, bytes] = {}  # chunks handed to the thread, not yet written
+        self._queued_bytes = 0
+        self._generation = 0      # bumped by close(): a late answer of the thread is stale
         self._rotated: list[int] | None = None  # numbers N of FILE.N, oldest first
+        self._reopen_at: list[int] = []  # stream offsets where the file is to be reopened
         self._stdout_blocking: bool | None = None
+
+    @property
+    def blocked(self) -> bool:
+        return self._queued_bytes >= defaults.CAPTURE_WRITE_QUEUE or self.rest is not None
+
+    @property
+    def drained(self) -> bool:
+        return not self._queued and self.rest is None
+
+    def reopen_at(self, offset: int) -> None:
+        """Reopen the file (SIGHUP) where the stream reaches offset, a block boundary."""
+        self._reopen_at.append(offset)
 
     def open(self) -> bool:
         self.close()
@@ -329,18 +393,20 @@ class FileOutput(Output):
             self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             return True
         self.kind = "file"
-        self._open_file(self.truncate)
+        # Opened here, not on the thread: a file that cannot be opened is an error now.
+        self._file = _File(self._open_file(self.truncate))
         self.truncate = False  # a reopen (SIGHUP) appends: the file may not have moved
-        return True
-
-    def _open_file(self, truncate: bool) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if truncate
-                                                            else os.O_APPEND)
-        self.fd = os.open(self.path, flags, 0o644)
-        self.written = os.fstat(self.fd).st_size
-        self.header_len = 0
         if self.size is not None and self._rotated is None:
             self._rotated = self._find_rotated()
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="fastrelay-capture")
+
+        return True
+
+    def _open_file(self, truncate: bool) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if truncate
+                                                            else os.O_APPEND)
+        return os.open(self.path, flags, 0o644)
 
     def _find_rotated(self) -> list[int]:
         """The numbers N of the FILE.N there are (an earlier run's too), oldest first."""
@@ -353,42 +419,97 @@ class FileOutput(Output):
         return sorted(int(m.group(1)) for m in map(pattern.match, names) if m)
 
     def write(self, data: bytes, offset: int, header_at: Callable[[int], bytes]) -> None:
-        view = memoryview(data)
-        if self.kind != "file" or self.size is None:
-            self.send(view)
+        if self._file is None or self._worker is None:
+            self.send(memoryview(data))
             return
-        start = 0
-        while start < len(view):
-            room = self.size - self.written
-            # Blocks are walked (in Python) only in the write that crosses the size.
-            end = len(view) if len(view) - start <= room else _blocks_within(view, start, room)
-            if end == start:
-                if self.written > self.header_len:
-                    self._rotate(header_at(offset + start))
-                    continue
-                end = _block_end(view, start)  # one block larger than a whole file: alone
-            self.send(view[start:end])
+        end = offset + len(data)
+        marks = [at for at in self._reopen_at if at < end]
+        self._reopen_at = [at for at in self._reopen_at if at >= end]
+        self._queued[offset] = data
+        self._queued_bytes += len(data)
+        generation = self._generation
+        future = asyncio.get_running_loop().run_in_executor(
+            self._worker, self._write_file, self._file, data, offset, header_at, marks)
+        future.add_done_callback(lambda done: self._written(done, generation, offset))
+
+    def _written(self, done: asyncio.Future[None], generation: int, offset: int) -> None:
+        """On the loop: the thread has written a chunk, or failed to."""
+        if generation != self._generation or done.cancelled():
+            return  # closed meanwhile
+        was_blocked = self.blocked
+        data = self._queued.pop(offset)
+        self._queued_bytes -= len(data)
+        exc = done.exception()
+        if exc is not None:
+            # This chunk and those queued after it are not in the file (at most: part of
+            # this one may be out).
+            for chunk in (data, *self._queued.values()):
+                self.lost_packets += _packets(memoryview(chunk))
+            if self.on_error is not None:
+                self.on_error(exc if isinstance(exc, OSError) else OSError(str(exc)))
+        elif was_blocked and not self.blocked and self.on_ready is not None:
+            self.on_ready()
+
+    # -- on the writer thread -------------------------------------------------------------
+
+    def _write_file(self, file: _File, data: bytes, offset: int,
+                    header_at: Callable[[int], bytes], marks: list[int]) -> None:
+        """Write data, the stream from offset on, to file; reopen the file at each of
+        marks (stream offsets); rotate it at block boundaries if it has a size limit."""
+        if file.failed:
+            raise OSError(errno.EIO, "an earlier write failed")
+        try:
+            view = memoryview(data)
+            start = 0
+            for mark in marks:
+                stop = max(start, mark - offset)
+                self._write_part(file, view, start, stop, offset, header_at)
+                start = stop
+                os.close(file.fd)
+                file.fd = -1
+                file.fd = self._open_file(truncate=False)
+                file.written, file.header_len = os.fstat(file.fd).st_size, 0
+            self._write_part(file, view, start, len(view), offset, header_at)
+        except BaseException:
+            file.failed = True
+            raise
+
+    def _write_part(self, file: _File, view: memoryview, start: int, stop: int, offset: int,
+                    header_at: Callable[[int], bytes]) -> None:
+        while start < stop:
+            end = stop
+            if self.size is not None and stop - start > self.size - file.written:
+                # Blocks are walked (in Python) only in the write that crosses the size.
+                end = _blocks_within(view[:stop], start, self.size - file.written)
+                if end == start:
+                    if file.written > file.header_len:
+                        self._rotate(file, header_at(offset + start))
+                        continue
+                    end = _block_end(view, start)  # one block larger than a file: alone
+            self._write_all(file, view[start:end])
             start = end
 
-    def _write(self, data: memoryview) -> int:
-        before = self.written
+    @staticmethod
+    def _write_all(file: _File, data: memoryview) -> None:
+        before = file.written
         try:
-            done = super()._write(data)
+            while data:
+                n = os.write(file.fd, data)
+                file.written += n
+                data = data[n:]
         except OSError:
-            if self.kind == "file":
-                # A full disk may have taken part of a block: cut the file back to whole
-                # blocks, so that it stays readable.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self.fd, before)
+            # A full disk may have taken part of a block: cut the file back to whole
+            # blocks, so that it stays readable.
+            with contextlib.suppress(OSError):
+                os.ftruncate(file.fd, before)
+            file.written = before
             raise
-        self.written += done
-        return done
 
-    def _rotate(self, header: bytes) -> None:
+    def _rotate(self, file: _File, header: bytes) -> None:
         """Close FILE, rename it FILE.N, drop the oldest over count, start a new FILE."""
         assert self._rotated is not None
-        os.close(self.fd)
-        self.fd = -1
+        os.close(file.fd)
+        file.fd = -1
         number = (self._rotated[-1] if self._rotated else 0) + 1
         try:
             os.rename(self.path, f"{self.path}.{number}")
@@ -399,9 +520,18 @@ class FileOutput(Output):
         while keep is not None and len(self._rotated) > keep:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{self.path}.{self._rotated.pop(0)}")
-        self._open_file(truncate=True)
-        self.send(memoryview(header))
-        self.header_len = len(header)
+        file.fd = self._open_file(truncate=True)
+        file.written = 0
+        self._write_all(file, memoryview(header))
+        file.header_len = len(header)
+
+    @staticmethod
+    def _close_file(file: _File) -> None:
+        if file.fd >= 0:
+            os.close(file.fd)
+            file.fd = -1
+
+    # -- on the loop again ----------------------------------------------------------------
 
     @property
     def reopens(self) -> bool:
@@ -417,12 +547,29 @@ class FileOutput(Output):
         return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
     def close(self) -> None:
+        """Close the output. A regular file is closed by its thread, after the chunk it may
+        still be writing; the thread ends with shutdown()."""
+        self._generation += 1
+        self._queued.clear()  # still written by the thread, unless one failed
+        self._queued_bytes = 0
+        self._reopen_at = []
+        if self._file is not None:
+            assert self._worker is not None
+            self._worker.submit(self._close_file, self._file)
+            self._file = None
         fd = self.fd
         super().close()
         if self._stdout_blocking is not None and fd >= 0:
             with contextlib.suppress(OSError):
                 os.set_blocking(1, self._stdout_blocking)
             self._stdout_blocking = None
+
+    def shutdown(self) -> None:
+        """The output is not opened again: let its thread end once its work is done."""
+        self.close()
+        if self._worker is not None:
+            self._worker.shutdown(wait=False)
+            self._worker = None
 
 
 class SocketOutput(Output):
@@ -527,6 +674,7 @@ class CaptureSession:
         self._waiting: dict[Port, str] = {}       # port -> description, when there is room
         self._sections: list[_Section] = []       # the stream's, from the oldest still needed
         self._tick: asyncio.TimerHandle | None = None
+        self._reopen_pending = False  # SIGHUP came while the buffer had no room
         self._drops_logged = 0
         self._open_again_at = 0.0   # a FIFO without a reader: when to try again
         self._drops_logged_at = -defaults.LOG_INTERVAL
@@ -568,9 +716,19 @@ class CaptureSession:
                 defaults.CAPTURE_FLUSH_INTERVAL, self._on_tick)
 
     def reopen(self) -> None:
-        """SIGHUP: write what is pending, close the output and open it again (a new
-        section; a file that was moved away starts anew at its path)."""
+        """SIGHUP: open the output again, so that what is captured from now on goes to its
+        path anew (logrotate moved the file away) in a new section.
+
+        A regular file being written is reopened in stream order: a new section is
+        appended to the buffer now, and the file's thread reopens the file just before
+        it, so that every frame captured before the signal is in the old file and none is
+        lost. Any other output is closed and opened again at once; a failed one is retried.
+        """
         if self.closed:
+            return
+        if self.active and isinstance(self.output, FileOutput) and self.output.kind == "file":
+            self._reopen_pending = True
+            self._mark_reopen()
             return
         self.flush()
         self._end_section()
@@ -580,12 +738,21 @@ class CaptureSession:
         except OSError as exc:
             self._failed(exc)
 
+    def _mark_reopen(self) -> None:
+        """Start the section a reopened file begins with, and tell the file where it is
+        (if the buffer has no room now: after the next take())."""
+        assert isinstance(self.output, FileOutput)
+        at = self.offset + self.capture.pending
+        if self._append_section():
+            self.output.reopen_at(at)
+            self._reopen_pending = False
+
     async def finish(self, timeout: float = defaults.CAPTURE_FINISH_TIMEOUT) -> None:
-        """Before close(): let the output take what is pending, for up to timeout seconds
-        (a reader that stopped reading costs no more than that)."""
+        """Before close(): let the output write out what is pending, for up to timeout
+        seconds (a reader that stopped reading costs no more than that)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (self.active and (self.output.blocked or self.capture.pending)
+        while (self.active and (self.capture.pending or not self.output.drained)
                and loop.time() < deadline):
             if self.output.blocked:
                 self.output.resume()
@@ -603,7 +770,7 @@ class CaptureSession:
         self.flush()
         self._end_section()
         self.unbind()
-        self.output.close()
+        self.output.shutdown()
         self.state = "ended"
         if self.dropped:
             log.warning("%s: %d frames captured, %d dropped (the output was slower than the "
@@ -622,6 +789,8 @@ class CaptureSession:
         a client's or stdout's session ends, a file waits for reopen()."""
         self._end_section()
         self.output.close()
+        self.lost += self.output.lost_packets
+        self.output.lost_packets = 0
         gone = exc.errno in (errno.EPIPE, errno.ECONNRESET)
         if gone and self.output.reopens:
             self.state = "waiting for a reader"
@@ -772,14 +941,15 @@ class CaptureSession:
     def header_at(self, offset: int) -> bytes:
         """What a new file must begin with to continue the stream at offset: the section
         header and the interface descriptions before offset (nothing at a section start)."""
-        section = None
-        for candidate in self._sections:
-            if candidate.start > offset:
-                break
-            section = candidate
-        if section is None or section.start == offset:
-            return b""
-        return section_header() + b"".join(b for at, b in section.blocks if at < offset)
+        return _header_at([(s.start, s.blocks) for s in self._sections], offset)
+
+    def _headers_for(self, start: int, end: int) -> Callable[[int], bytes]:
+        """header_at() for offsets from start to end, from a copy of what it needs: a file's
+        writer thread calls it while the loop goes on changing the sections."""
+        sections = [(s.start, list(s.blocks)) for s in self._sections if s.start < end]
+        while len(sections) > 1 and sections[1][0] <= start:
+            sections.pop(0)
+        return partial(_header_at, sections)
 
     # -- moving bytes ---------------------------------------------------------------------
 
@@ -791,7 +961,7 @@ class CaptureSession:
         offset = self.offset
         self.offset += len(data)
         try:
-            self.output.write(data, offset, self.header_at)
+            self.output.write(data, offset, self._headers_for(offset, self.offset))
         except OSError as exc:
             self.lost += _packets(memoryview(data))  # at most: part of it may be out
             self._failed(exc)
@@ -799,6 +969,8 @@ class CaptureSession:
         # A section that precedes the one being written is no longer needed for headers.
         while len(self._sections) > 1 and self._sections[1].start <= self.offset:
             self._sections.pop(0)
+        if self._reopen_pending:
+            self._mark_reopen()
         if self._waiting:
             self._describe_waiting()
 

@@ -106,6 +106,9 @@ CAPTURE_SNAPLEN = 262144
 CAPTURE_FLUSH_INTERVAL = 0.01
 CAPTURE_REOPEN_INTERVAL = 0.2
 CAPTURE_FINISH_TIMEOUT = 1.0
+# Bytes a capture file's writer thread may have queued, not yet written (beyond the
+# buffer): it gets the GIL only between the loop's polls, so chunks queue meanwhile.
+CAPTURE_WRITE_QUEUE = 16 << 20
 CAPTURE_CLIENTS_MAX = 16
 CAPTURE_STALE_INTERFACES = 64
 # Ranges of the capture options: snap length, rotation size (bytes) and file count.

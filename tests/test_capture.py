@@ -3,6 +3,7 @@ snap length, stdout, FIFOs, SIGHUP, a full file; read back with tshark and tests
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import resource
@@ -320,6 +321,12 @@ def test_block_splitter_passes_whole_blocks_whatever_the_cuts() -> None:
         BlockSplitter().feed_data(b"\x06\x00\x00\x00\x05\x00\x00\x00" + bytes(8))
 
 
+def end(relay, session: CaptureSession) -> None:  # type: ignore[no-untyped-def]
+    """Write out what the in-process relay's session holds, then close it."""
+    asyncio.run_coroutine_threadsafe(session.finish(), relay.loop).result(10)
+    relay.call(session.close)
+
+
 def test_client_churn_keeps_interfaces_bounded(inprocess_relay, tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = str(tmp_path / "churn.pcapng")
     port = free_port()
@@ -340,7 +347,7 @@ def test_client_churn_keeps_interfaces_bounded(inprocess_relay, tmp_path) -> Non
         c.send(random_frames(1, 60, 60, seed=i))
         assert seq(b.recv(1)[0]) == 0
         c.close()
-    relay.call(box[0].close)
+    end(relay, box[0])
     cap = pcapng.read(path)
     assert len(cap.sections) >= 2  # closed clients' interfaces were dropped
     assert max(len(s) for s in cap.sections) <= 64 + 2 + 2
@@ -369,7 +376,7 @@ def test_unix_clients_of_one_name_share_an_interface(inprocess_relay, tmp_path) 
         c.close()
         wait_until(lambda: relay.call(lambda: len(relay.relay.hub.ports)) == 1, 5,
                    "the client gone")
-    relay.call(box[0].close)
+    end(relay, box[0])
     cap = pcapng.read(path)
     assert len(cap.sections) == 1 and len(cap.sections[0]) == 2
     assert [p.name for p in cap.packets if p.direction == IN] == ["unix client (unnamed)"] * 20
