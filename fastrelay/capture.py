@@ -14,9 +14,11 @@ into a bounded buffer of whole pcapng Enhanced Packet Blocks, once per batch
   selected only once its description is in. So the stream is a sequence of whole blocks,
   and a port that attaches while the buffer is full waits for the next take().
 * The output takes the buffer's bytes with take() when it can: after a hub poll that
-  filled a quarter of the buffer, every CAPTURE_FLUSH_INTERVAL, and when its descriptor is
-  writable again. Descriptors are non-blocking; a write that takes part of a block keeps
-  the rest and writes it first, and nothing more is taken meanwhile. The buffer then
+  filled a quarter of the buffer, every CAPTURE_FLUSH_INTERVAL, and when it can take more
+  again. Pipes and sockets are written non-blocking from the loop; a write that takes part
+  of a block keeps the rest and writes it first, and nothing more is taken meanwhile. A
+  regular file, which no descriptor flag keeps from blocking, is written by a thread of
+  its own, with a bounded queue of chunks. Whenever the output is behind, the buffer
   fills, and the data plane drops and counts the frames that find no room: forwarding
   never waits for a capture.
 * Outputs: `FileOutput` (a regular file, rotated by size and count and reopened on
