@@ -35,8 +35,8 @@ fastrelay [-v]... [options] SRC DEST          point to point (netrelay SRC DEST)
        fastrelay --check FILE                       validate FILE, start nothing
        fastrelay stats [-v] [--json | --prometheus] [--watch [SECONDS] [--count N]]
                        [--control PATH | --config FILE]   counters of the running daemon
-       fastrelay capture [--control PATH | --config FILE] LINK [PORT...] [-w FILE|-]
-                                                    a daemon link's frames, live, as pcapng
+       fastrelay capture [--control PATH | --config FILE] LINK [PORT...]
+                         [-w FILE|-]                a daemon link's frames, live, as pcapng
        fastrelay doctor [--max-frame N] [BRIDGE...]  check the host's bridges""" % (
     defaults.DEFAULT_HUB_PORT)
 

@@ -84,6 +84,14 @@ CONFIG_KEYS: tuple[tuple[str, str, str], ...] = (
     ("defaults", "loop_hold",
      ("hubs only: seconds a switch stops forwarding to and from the port a looping MAC "
       "moved to.")),
+    ("defaults", "pcap_snaplen",
+     f"bytes of each frame a capture file (pcap) keeps. Default: {defaults.CAPTURE_SNAPLEN} "
+     "(all)."),
+    ("defaults", "pcap_size",
+     ("rotate a capture file before it grows past this size (\"100M\"): FILE becomes FILE.N, N "
+      "counting up, and a new FILE begins. Without it, no rotation.")),
+    ("defaults", "pcap_count",
+     "with pcap_size: keep this many files in all (FILE and the newest FILE.N)."),
     ("link.NAME", "endpoints",
      "point to point: exactly two targets. Any key of [defaults] may be set here too."),
     ("hub.NAME", "listen",
@@ -91,6 +99,10 @@ CONFIG_KEYS: tuple[tuple[str, str, str], ...] = (
       "endpoints or both).")),
     ("hub.NAME", "endpoints",
      "any number of targets. Any key of [defaults] may be set here too."),
+    ("hub.NAME", "pcap",
+     ("a file (or FIFO) that gets every frame of the hub (or link) as pcapng, appended to "
+      "across restarts; see CAPTURE. A reload that changes only the pcap keys leaves the "
+      "connections alone.")),
 )
 
 CONFIG_EXAMPLE = """\
@@ -135,6 +147,9 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...]], ...] = (
      ("fastrelay --check /etc/fastrelay/fastrelay.toml",
       "fastrelay --config /etc/fastrelay/fastrelay.toml",
       "fastrelay stats -v --watch --config /etc/fastrelay/fastrelay.toml")),
+    ("The frames of the daemon's hub lab, live in Wireshark; then one port's, to a file:",
+     ("fastrelay capture lab | wireshark -k -i -",
+      "fastrelay capture lab 'tcp client 127.0.0.1:40312' -w guest.pcapng")),
 )
 
 # (what, netrelay, fastrelay): where the two differ.
@@ -168,7 +183,8 @@ SIGNALS: tuple[tuple[str, str], ...] = (
      ("the daemon reads its file again. A link or hub whose definition did not change keeps "
       "its connections and loses no frame; removed and changed ones stop (drained), then "
       "changed and added ones start. A file that does not validate is refused, one log line "
-      "per problem, and everything keeps running.")),
+      "per problem, and everything keeps running. Capture files (--pcap, pcap) are "
+      "reopened.")),
 )
 
 FILES: tuple[tuple[str, str], ...] = (
@@ -193,10 +209,11 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
 EXIT_STATUS: tuple[tuple[str, str], ...] = (
     ("0", ("stopped by SIGTERM or SIGINT; point to point, a side ended (without "
            "--reconnect); --check found the file valid; stats printed; doctor found no "
-           "problem.")),
+           "problem; a capture stopped by Ctrl-C, SIGTERM or its reader.")),
     ("1", ("could not start or went wrong: a port in use, a connection refused, no such "
            "bridge, a config file with problems, no daemon at the control socket; doctor "
-           "found a problem.")),
+           "found a problem; a capture refused (no such link or port) or ended by the "
+           "daemon.")),
     ("2", "usage: an unknown option, a bad value, a target that does not parse."),
     ("130", "interrupted while starting."),
 )
@@ -348,6 +365,24 @@ def _stats() -> list[str]:
         "its metrics.")]
 
 
+def _capture() -> list[str]:
+    return [_inline(
+        "`fastrelay capture LINK [PORT...]` asks the running daemon through its control "
+        "socket for the frames of its link or hub LINK, of every port or of the PORTs named "
+        "(a port's name as stats shows it, quoted, or an endpoint as written in the config: "
+        "all its clients), and writes them as pcapng to standard output (never a terminal) "
+        "or to -w FILE, until interrupted or until the reader goes away; the links keep "
+        "their connections. --pcap FILE (pcap in the config) writes every frame of every "
+        "port to FILE: - is standard output, a FIFO is opened whenever it has a reader; "
+        "--pcap-snaplen, --pcap-size and --pcap-count keep part of each frame and rotate "
+        "the file as tcpdump's -s, -C and -W do. Each port is an interface named as in "
+        "stats; each frame is there once as read (inbound) and once per port it is handed "
+        "to (outbound), with nanosecond timestamps. A capture copies frames into a bounded "
+        "buffer once per batch and writes it out without ever making forwarding wait: what "
+        "a slow disk or reader cannot take is dropped and counted (capture_dropped in "
+        "stats, fastrelay_capture_dropped_frames_total), and files hold whole blocks only.")]
+
+
 def _doctor() -> list[str]:
     return [_inline(
         "`fastrelay doctor [BRIDGE...]` checks the host settings that keep frames from "
@@ -415,6 +450,7 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
         ".SH TARGETS", *_targets(),
         ".SH CONFIGURATION", *_config(),
         ".SH COUNTERS", *_stats(),
+        ".SH CAPTURE", *_capture(),
         ".SH BRIDGE CHECKS", *_doctor(),
         ".SH SIGNALS", *_table(SIGNALS),
         ".SH FILES", *_table(FILES, bold=False),
