@@ -85,8 +85,8 @@ CONFIG_KEYS: tuple[tuple[str, str, str], ...] = (
      ("hubs only: seconds a switch stops forwarding to and from the port a looping MAC "
       "moved to.")),
     ("defaults", "pcap_snaplen",
-     f"bytes of each frame a capture file (pcap) keeps. Default: {defaults.CAPTURE_SNAPLEN} "
-     "(all)."),
+     (f"bytes of each frame a capture file (pcap) keeps. Default: {defaults.CAPTURE_SNAPLEN} "
+      "(all).")),
     ("defaults", "pcap_size",
      ("rotate a capture file before it grows past this size (\"100M\"): FILE becomes FILE.N, N "
       "counting up, and a new FILE begins. Without it, no rotation.")),

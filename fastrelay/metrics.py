@@ -123,8 +123,8 @@ _CAPTURE_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("fastrelay_capture_frames_total", "counter",
      "Frames the link's captures (pcap file, fastrelay capture) copied.", "frames"),
     ("fastrelay_capture_dropped_frames_total", "counter",
-     "Frames the link's captures dropped: the file or reader was slower than the traffic "
-     "(forwarding did not wait), or failed.", "dropped"),
+     ("Frames the link's captures dropped: the file or reader was slower than the traffic "
+      "(forwarding did not wait), or failed."), "dropped"),
     ("fastrelay_captures", "gauge",
      "Captures of the link running now.", "sessions"),
 )
