@@ -213,10 +213,10 @@ class Runner:
             if relay is not None and topo.relay_tcp and not relay.alive():
                 raise BenchError(f"relay exited during the run: {relay.stderr_tail()}")
             results = []
-            for s in sinks:
-                assert s is not None
-                s.stop()
-                results.append(s.result())
+            for end in sinks:
+                assert end is not None
+                end.stop()
+                results.append(end.result())
             cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
             n = len(topo.sinks)
             return senders, results[:n], results[n:], cpu, wall
