@@ -1,8 +1,18 @@
-"""The switch-mode part of RESULTS.md (issue 10): unicast scenarios as hub and as switch, ratios."""
+"""The switch-mode part of RESULTS.md (issue 10): unicast scenarios as hub and as switch, ratios.
+
+`python -m bench.results` runs it with everything else; `python -m bench.switching` runs
+only this part and prints its section (with the command, date and revision it came from).
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import datetime as dt
+import io
 import json
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -122,8 +132,13 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     }
 
 
-def section(rows: list[dict[str, Any]], seconds: float, rounds: int = ROUNDS) -> str:
-    """The markdown section: the goals with their ratios, then every point."""
+def section(rows: list[dict[str, Any]], seconds: float, rounds: int = ROUNDS,
+            origin: str | None = None) -> str:
+    """The markdown section: the goals with their ratios, then every point.
+
+    @origin, when the section is not part of a whole RESULTS.md run: the command, date and
+    revision it came from.
+    """
     r = ratios(rows)
     objs = [Row(**row) for row in rows]
     baselines = add_ratios(objs)
@@ -140,9 +155,11 @@ def section(rows: list[dict[str, Any]], seconds: float, rounds: int = ROUNDS) ->
          r["pair_64"]),
         ("the same at 1500 B", _cell(r["pair_1500"]), None, None),
     ]
-    out = ["## Switch mode (issue 10)", "",
-           (f"{rounds} rounds of {seconds:g} s points, each point's best round; every ratio is "
-            "between points of this run."), "",
+    out = ["## Switch mode (issue 10)", ""]
+    if origin:
+        out += [origin, ""]
+    out += [(f"{rounds} rounds of {seconds:g} s points, each point's best round; every ratio "
+             "is between points of this run."), "",
            "| what | ratio | goal | |", "|---|---|---|---|"]
     for what, cell, goal, value in goals:
         if goal is None:
@@ -154,3 +171,34 @@ def section(rows: list[dict[str, Any]], seconds: float, rounds: int = ROUNDS) ->
              "qemu-framed TCP ends without a protocol adapter (bench/README.md, "
              "\"vde_switch\").")]
     return "\n".join(out)
+
+
+def _quiet(bench_args: list[str]) -> int:
+    """`python -m bench ARGS` in this process, its table not printed."""
+    from . import __main__ as bench_main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return bench_main.main(bench_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the switch part alone and print its RESULTS.md section; 1 if a point failed."""
+    ap = argparse.ArgumentParser(prog="python -m bench.switching",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=1.0, help="sending time per point (default 1)")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds (default {ROUNDS})")
+    args = ap.parse_args(argv)
+    root = Path(__file__).resolve().parent.parent
+    rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True, check=False).stdout.strip()
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = " ".join(["python -m bench.switching", *(argv if argv is not None else sys.argv[1:])])
+    status, rows = run_rounds(_quiet, args.seconds, args.rounds)
+    origin = (f"Command: `{command}` (also run by `python -m bench.results` unless "
+              f"`--no-switch`), {when}, fastrelay {rev or 'unknown'}.")
+    print(section(rows, args.seconds, args.rounds, origin))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
