@@ -32,12 +32,12 @@ ROUNDS = 4
 PAIRS_GOAL, IDLE_GOAL, PAIR64_GOAL = 2.0, 0.9, 0.9
 LOSS_NOTE_PCT = 1.0
 # Said under the table when switch rows lost frames: why, and what the rate then means.
-LOSS_NOTE = """- Loss: {n} switch rows lost at least 1% of what was sent (at most {worst:.1f}%,
-  {where}). The relay drops those frames (`queue full`) for a receiver that falls
-  behind: a switch, like a hub, pauses a sender only when every other port is congested,
-  and idle ports (or the other pairs' receivers) never all are, so the sender is never
-  slowed to its one receiver's pace. Frames/s is still what the receiver took; a sender
-  paused by its receiver (the 2-port pair) loses nothing."""
+LOSS_NOTE = """- Loss: {n} switch rows lost 1% or more of what was sent ({where}: {worst:.1f}%).
+  The relay drops those frames (`queue full`) for a receiver that falls behind: a switch,
+  like a hub, pauses a sender only when every other port is congested, and idle ports
+  (or the other pairs' receivers) never all are, so the sender is never slowed to its one
+  receiver's pace. Frames/s is still what the receiver took; a sender paused by its
+  receiver (the 2-port pair) loses nothing."""
 
 NOTES = """- Every end is a TCP client of `fastrelay -l PORT` (hub) or `fastrelay --switch -l PORT`
   (switch), as qemu `socket,connect=` is. Sender k sends bulk frames from
