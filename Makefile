@@ -11,7 +11,7 @@ test:            ## install what the tests need and run them all (what CI runs)
 man:             ## regenerate the manual page fastrelay.1 from the parser and manpage.py
 	PYTHONPATH=$(CURDIR) $(PY) -m fastrelay.manpage > fastrelay.1.new && mv fastrelay.1.new fastrelay.1
 
-bench:           ## regenerate bench/RESULTS.md and bench/charts/ (about 7 minutes)
+bench:           ## regenerate bench/RESULTS.md and bench/charts/ (about 10 minutes)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench.results
 

@@ -27,10 +27,11 @@ from .tap import (
 )
 
 # Small enough for CI to run in seconds, wide enough to touch every code path:
-# UDP and TCP framing, a hub, both baselines and the mixed case.
+# UDP and TCP framing, a hub, both baselines, the mixed case, and a switch with several
+# senders and announced receivers.
 SMOKE_SCENARIOS = ["direct-udp", "direct-tcp", "naive-udp-p2p", "naive-tcp-hub-2",
                    "fastrelay-udp-p2p", "fastrelay-tcp-p2p", "fastrelay-tcp-hub-2",
-                   "fastrelay-mixed"]
+                   "fastrelay-mixed", "fastrelay-tcp-switch-pairs-8"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -68,6 +68,8 @@ def _note(r: Row) -> str:
         notes.append(f"{r.out_of_order} out of order")
     if r.ping_lost:
         notes.append(f"{r.ping_lost} pings lost")
+    if r.foreign:
+        notes.append(f"{_si(r.foreign)} frames read by ends they were not for")
     return ", ".join(notes)
 
 

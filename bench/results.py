@@ -1,9 +1,10 @@
 """Regenerate bench/RESULTS.md and its charts from one run on this machine: `python -m bench.results`.
 
 Runs the scenario matrix (every scenario at every frame size, relay pinned to one core),
-then the guest-to-guest iperf3 runs of tests/qemu unless --no-qemu, and writes the
-tables, the ratios the issues ask for (each taken within this one run) and PNG charts.
-A full run takes about 6-8 minutes on 2 cores.
+the switch-mode scenarios (hub against switch, bench/switching.py), the tap scenarios
+unless --no-taps, then the guest-to-guest iperf3 runs of tests/qemu unless --no-qemu, and
+writes the tables, the ratios the issues ask for (each taken within this one run) and PNG
+charts. A full run takes about 8-10 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __main__ as bench_main
+from . import switching
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -53,9 +55,9 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip() or "unknown"
+                         capture_output=True, text=True, check=False).stdout.strip() or "unknown"
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "fastrelay"],
-                           capture_output=True, text=True).stdout.strip()
+                           capture_output=True, text=True, check=False).stdout.strip()
     import shutil
 
     netrelay = shutil.which("netrelay")
@@ -157,7 +159,7 @@ def charts(rows: list[dict[str, Any]], outdir: Path) -> list[tuple[str, str]]:
 
 def render(meta: dict[str, str], command: str, rows: list[dict[str, Any]],
            table_md: str, iperf: list[dict[str, Any]] | None, made: list[tuple[str, str]],
-           extra: str) -> str:
+           extra: str, switch_md: str | None = None) -> str:
     """The text of RESULTS.md."""
     by = rows_by(rows)
     out = [
@@ -215,6 +217,8 @@ def render(meta: dict[str, str], command: str, rows: list[dict[str, Any]],
             "`cpu x naive`: naive's relay CPU per frame over fastrelay's; `x direct`: over the "
             "direct qemu link of the same framing (no relay). Loss is against what the sender "
             "sent: a saturated UDP sender outruns every relay.", "", table_md, ""]
+    if switch_md:
+        out += [switch_md, ""]
     if made:
         out += ["## Charts", ""]
         for name, caption in made:
@@ -319,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the tap scenarios (they need root and /dev/net/tun)")
     ap.add_argument("--no-tls", action="store_true",
                     help="skip the TLS links (fastrelay's TLS, plain, stunnel4; bench/tls.py)")
+    ap.add_argument("--no-switch", action="store_true",
+                    help="skip the switch-mode scenarios (hub against switch)")
     ap.add_argument("--iperf-seconds", type=int, default=10)
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--extra", type=Path, action="append", default=[],
@@ -335,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         status |= run_quiet(["--scenarios", ",".join(LATENCY_SCENARIOS), "--sizes", "64,1500",
                              "--seconds", "0.2", "--latency-seconds", "3",
                              "--json", str(latency_json)])
+        switch_md = None
+        if not args.no_switch:
+            switch_status, switch_rows = switching.run_rounds(run_quiet, args.seconds)
+            status |= switch_status
+            switch_md = switching.section(switch_rows, args.seconds)
+            print(switch_md)
         taps_md = None
         if not args.no_taps:
             tap_status, taps_md = run_captured(["--scenarios", TAP_SCENARIOS, "--sizes", "1500",
@@ -368,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     if tls_md:
         extra = ("## TLS links between two relays (issue 11)\n\n" + TLS_NOTES + "\n\n"
                  + tls_md + ("\n\n" + extra if extra else ""))
-    args.out.write_text(render(machine(), command, rows, table_md, iperf, made, extra) + "\n")
+    args.out.write_text(render(machine(), command, rows, table_md, iperf, made, extra,
+                               switch_md) + "\n")
     print(f"wrote {args.out} and {len(made)} charts", file=sys.stderr)
     return status
 

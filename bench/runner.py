@@ -49,6 +49,8 @@ class Row:
     nsinks: int
     sent: int = 0
     delivered: list[int] = field(default_factory=list)
+    unicast: bool = False                # each sender's frames count at one sink only
+    foreign: int = 0                     # frames ends read that were addressed to others
     fps_per_sink: float | None = None    # mean over sinks of each sink's own rate
     fps_total: float | None = None       # sum over sinks: what the relay delivered
     gbit_per_sink: float | None = None
@@ -89,15 +91,21 @@ class Runner:
     # -- one measurement -------------------------------------------------
 
     def _measure(self, sc: Scenario, topo: Topology, size: int, latency: bool,
-                 work: Path) -> tuple[dict[str, Any], list[dict[str, Any]], float | None, float]:
-        """Start everything in a safe order, send, collect. Return (sender, sinks, relay CPU s, wall s)."""
+                 work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                      list[dict[str, Any]], float | None, float]:
+        """Start everything in a safe order, send, collect.
+
+        Return (senders, sinks, idle ends, relay CPU s, wall s): the programs' results.
+        """
         o = self.opts
         tool_cpu = o.tool_cpu if o.pin else None
         duration = o.latency_seconds if latency else o.seconds
         procs: list[Proc] = []
         ready: list[Path] = []
-        sinks: list[Proc | None] = [None] * len(topo.sinks)
-        gen: Proc | None = None
+        # Receiving ends: the measured sinks, then the idle ends (the same program).
+        ends = topo.sinks + topo.idle
+        sinks: list[Proc | None] = [None] * len(ends)
+        gens: list[Proc | None] = [None] * len(topo.senders)
         relay: Proc | None = None
 
         def start(name: str, argv: list[str], cpu: int | None, cwd: str | None = None) -> Proc:
@@ -115,34 +123,40 @@ class Runner:
                         "-I", "10", "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}", topo.sinks[i]]
             else:
                 argv = [str(self.bins["sink"]), "-t", f"{duration + 60:g}", "-I", f"{o.idle:g}",
-                        "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}", topo.sinks[i]]
-            sinks[i] = start(f"sink{i}", argv, tool_cpu)
+                        "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}", *topo.sink_args(i),
+                        ends[i]]
+            sinks[i] = start(f"sink{i}" if i < len(topo.sinks) else f"idle{i - len(topo.sinks)}",
+                             argv, tool_cpu)
 
-        def start_gen() -> Proc:
-            flag = work / "gen.ready"
+        def start_gen(k: int) -> None:
+            name = f"gen{k}" if k else "gen"
+            flag = work / f"{name}.ready"
             ready.append(flag)
+            spec = topo.senders[k]
             if latency:
                 argv = [str(self.bins["pingpong"]), "client", "-g", "-t", f"{duration:g}",
-                        "-s", str(size), "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}", topo.sender]
+                        "-s", str(size), "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}", spec]
             else:
                 argv = [str(self.bins["loadgen"]), "-g", "-t", f"{duration:g}", "-s", str(size),
-                        "-p", o.pacing, "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}"]
+                        "-p", o.pacing, "-R", str(flag), "-T", f"{CONNECT_TIMEOUT:g}",
+                        *topo.sender_args(k)]
                 if o.rate:
                     argv += ["-r", f"{o.rate:g}"]
-                argv.append(topo.sender)
-            return start("gen", argv, tool_cpu)
+                argv.append(spec)
+            gens[k] = start(name, argv, tool_cpu)
 
         try:
             # 1. Ends that listen must be listening before the relay connects to them.
-            for i, spec in enumerate(topo.sinks):
+            for i, spec in enumerate(ends):
                 if _is_listener(spec):
                     start_sink(i)
                     wait_until(f"{spec} to listen", _ready_when_listening(spec),
                                CONNECT_TIMEOUT, procs)
-            if _is_listener(topo.sender):
-                gen = start_gen()
-                wait_until(f"{topo.sender} to listen", _ready_when_listening(topo.sender),
-                           CONNECT_TIMEOUT, procs)
+            for k, spec in enumerate(topo.senders):
+                if _is_listener(spec):
+                    start_gen(k)
+                    wait_until(f"{spec} to listen", _ready_when_listening(spec),
+                               CONNECT_TIMEOUT, procs)
             # 2. The relay; ready when its listeners and UDP ports are there (read from /proc).
             if topo.relay_args is not None:
                 argv = relay_argv(sc.relay, self.bins["naive"], duration + 120,
@@ -154,12 +168,14 @@ class Runner:
                 for port in topo.relay_udp:
                     wait_until(f"relay to bind udp {port}", partial(udp_bound, port),
                                CONNECT_TIMEOUT, procs)
-            # 3. Ends that connect (or just bind UDP); the sender waits for "go" anyway.
-            for i in range(len(topo.sinks)):
+            # 3. Ends that connect (or just bind UDP); senders wait for "go" anyway. A
+            # receiving end announces its MAC before it is ready, so a switch knows them all.
+            for i in range(len(ends)):
                 if sinks[i] is None:
                     start_sink(i)
-            if gen is None:
-                gen = start_gen()
+            for k in range(len(gens)):
+                if gens[k] is None:
+                    start_gen(k)
             wait_until("every end to connect", lambda: all(f.exists() for f in ready),
                        CONNECT_TIMEOUT, procs)
             if relay is not None:
@@ -172,20 +188,23 @@ class Runner:
             # 4. Measure.
             cpu0 = relay.cpu_seconds() if relay else None
             t0 = time.monotonic()
-            gen.go()
-            if not gen.wait(duration + 20):
-                raise BenchError(f"sender did not finish: {gen.stderr_tail()}")
-            sender = gen.result()
+            started = [g for g in gens if g is not None]
+            for g in started:
+                g.go()
+            for g in started:
+                if not g.wait(max(0.1, t0 + duration + 20 - time.monotonic())):
+                    raise BenchError(f"{g.name} did not finish: {g.stderr_tail()}")
+            senders = [g.result() for g in started]
+            measured = [s for s in sinks[:len(topo.sinks)] if s is not None]
             if latency:
-                for s in sinks:
-                    assert s is not None
+                for s in measured:
                     s.stop()    # the reflector prints its count on SIGTERM
             else:
                 # Sinks end o.idle after their last frame; this only has to cover
                 # a relay still draining its backlog, then SIGTERM takes what came.
+                # Idle ends are not waited for: a switch may send them nothing at all.
                 deadline = time.monotonic() + o.idle + 5 + duration
-                for s in sinks:
-                    assert s is not None
+                for s in measured:
                     s.wait(max(0.1, deadline - time.monotonic()))
             cpu1 = relay.cpu_seconds() if relay else None
             wall = time.monotonic() - t0
@@ -194,12 +213,13 @@ class Runner:
             if relay is not None and topo.relay_tcp and not relay.alive():
                 raise BenchError(f"relay exited during the run: {relay.stderr_tail()}")
             results = []
-            for s in sinks:
-                assert s is not None
-                s.stop()
-                results.append(s.result())
+            for end in sinks:
+                assert end is not None
+                end.stop()
+                results.append(end.result())
             cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
-            return sender, results, cpu, wall
+            n = len(topo.sinks)
+            return senders, results[:n], results[n:], cpu, wall
         finally:
             # Endpoints first, then the relay: it must not see a storm of errors mid-run.
             for p in procs:
@@ -215,13 +235,14 @@ class Runner:
         row = Row(sc.name, sc.relay, sc.shape, size, sc.nsinks)
         try:
             with tempfile.TemporaryDirectory(prefix="fastrelay-bench-") as tmp:
-                sender, sinks, cpu, wall = self._measure(sc, sc.make(self.ports, Path(tmp)),
-                                                         size, False, Path(tmp))
-            self._fill_throughput(row, sender, sinks, cpu, wall)
+                senders, sinks, idle, cpu, wall = self._measure(
+                    sc, sc.make(self.ports, Path(tmp)), size, False, Path(tmp))
+            row.unicast = sc.unicast
+            self._fill_throughput(row, senders, sinks, idle, cpu, wall)
             if self.opts.latency and sc.latency_ok and row.error is None:
                 with tempfile.TemporaryDirectory(prefix="fastrelay-bench-") as tmp:
-                    ping, _, _, _ = self._measure(sc, sc.make(self.ports, Path(tmp)),
-                                                  size, True, Path(tmp))
+                    (ping,), _, _, _, _ = self._measure(sc, sc.make(self.ports, Path(tmp)),
+                                                        size, True, Path(tmp))
                 row.p50_us = ping.get("p50_us")
                 row.p99_us = ping.get("p99_us")
                 row.ping_lost = ping.get("lost")
@@ -235,19 +256,28 @@ class Runner:
         return row
 
     @staticmethod
-    def _fill_throughput(row: Row, sender: dict[str, Any], sinks: list[dict[str, Any]],
-                         cpu: float | None, wall: float) -> None:
-        """Turn the programs' JSON results into the row's numbers; flag what is wrong."""
-        row.sent = int(sender.get("frames", 0))
+    def _fill_throughput(row: Row, senders: list[dict[str, Any]], sinks: list[dict[str, Any]],
+                         idle: list[dict[str, Any]], cpu: float | None, wall: float) -> None:
+        """Turn the programs' JSON results into the row's numbers; flag what is wrong.
+
+        Broadcast rows: every sink should get every frame. Unicast rows (row.unicast):
+        each sink only its own sender's, so delivered and sent are both summed.
+        """
+        row.sent = sum(int(s.get("frames", 0)) for s in senders)
         row.delivered = [int(s["frames"]) for s in sinks]
+        row.foreign = sum(int(s.get("foreign", 0)) for s in sinks + idle)
         row.fps_per_sink = statistics.fmean(float(s["frames_per_s"]) for s in sinks)
         row.fps_total = sum(float(s["frames_per_s"]) for s in sinks)
         row.gbit_per_sink = statistics.fmean(float(s["gbit_per_s"]) for s in sinks)
         row.corrupt = sum(int(s["corrupt"]) for s in sinks)
         row.out_of_order = sum(int(s["out_of_order"]) for s in sinks)
+        copies = 1 if row.unicast else len(sinks)
         if row.sent:
-            row.loss_pct = max(0.0, 100.0 * (1 - sum(row.delivered) / (row.sent * len(sinks))))
-        taken_in = max(row.delivered) if row.delivered else 0
+            row.loss_pct = max(0.0, 100.0 * (1 - sum(row.delivered) / (row.sent * copies)))
+        if row.unicast:
+            taken_in = sum(row.delivered)
+        else:
+            taken_in = max(row.delivered) if row.delivered else 0
         # The relay is busy while frames reach the sinks; the CPU snapshot window
         # also holds the start-up wait and the sinks' idle timeout, which would
         # make a saturated relay look half idle.
@@ -256,8 +286,9 @@ class Runner:
             row.relay_cpu_s = cpu
             row.relay_cpu_pct = 100.0 * cpu / busy if busy > 0 else None
             row.relay_ns_per_frame = cpu * 1e9 / taken_in if taken_in else None
-        if sender.get("errors"):
-            row.error = f"sender: {sender['errors']} send errors (path stalled or closed)"
+        errors = sum(int(s.get("errors", 0)) for s in senders)
+        if errors:
+            row.error = f"sender: {errors} send errors (path stalled or closed)"
         elif not row.sent:
             row.error = "sender sent nothing"
         elif not taken_in:
@@ -267,7 +298,8 @@ class Runner:
 
 
 def add_ratios(rows: list[Row]) -> list[str]:
-    """Within this run only: each row against naive, netrelay and direct at the same size.
+    """Within this run only: each row against naive, netrelay and direct at the same size,
+    a switch-mode unicast row against the same shape as a hub ("hub").
 
     fps_x_B = this row's per-sink frames/s over B's (higher is better);
     cpu_x_B = B's relay ns/frame over this row's (higher: this relay is cheaper).
@@ -282,6 +314,10 @@ def add_ratios(rows: list[Row]) -> list[str]:
                  "netrelay": by_key.get(("netrelay", r.shape, r.size)),
                  "direct": by_key.get(("direct", r.shape.split("-")[0]
                                        if r.shape != "mixed" else "udp", r.size))}
+        if r.unicast:
+            # A unicast row is compared with its twin in the other mode, not with a
+            # broadcast row: a switch row over the same shape as a hub.
+            bases = {"hub": by_key.get((r.relay, r.shape.replace("-switch-", "-hub-"), r.size))}
         for name, base in bases.items():
             if base is None or base is r or not base.fps_per_sink:
                 continue
@@ -290,7 +326,7 @@ def add_ratios(rows: list[Row]) -> list[str]:
                 r.ratios[f"cpu_x_{name}"] = base.relay_ns_per_frame / r.relay_ns_per_frame
             if name not in used:
                 used.append(name)
-    return [b for b in ("naive", "netrelay", "direct") if b in used]
+    return [b for b in ("naive", "netrelay", "direct", "hub") if b in used]
 
 
 def cpu_count() -> int:

@@ -14,7 +14,13 @@ from .procs import PortPool
 
 REPO = Path(__file__).resolve().parent.parent
 HUB_SIZES = (2, 4, 8)
+IDLE_PORTS = (0, 2, 6)   # the socket_vmnet scenario: idle ends beside one streaming pair
+PAIRS_PORTS = 8          # the bulk unicast scenario: this many ends, half of them senders
 LOOP = "127.0.0.1"
+
+# MAC ids of the ends of a unicast scenario (02:62:65:6e:63:ID, src/frame.h): sender k
+# sends to sink k only; idle ends are announced sinks nobody sends to.
+SENDER_ID, SINK_ID, IDLE_ID = 1, 101, 201
 
 
 @dataclass
@@ -31,6 +37,29 @@ class Topology:
     relay_args: list[str] | None = None          # None: direct link, no relay
     relay_tcp: list[int] = field(default_factory=list)   # ports the relay listens on
     relay_udp: list[int] = field(default_factory=list)   # ports the relay binds
+    # Unicast scenarios (switch mode): sender k (`sender`, then `more_senders`) sends to
+    # sink k alone; every sink and idle end announces its MAC when it starts and counts
+    # only what is addressed to it. Idle ends are sinks that are not measured.
+    unicast: bool = False
+    more_senders: list[str] = field(default_factory=list)
+    idle: list[str] = field(default_factory=list)
+
+    @property
+    def senders(self) -> list[str]:
+        """Every sender's endpoint, the first one first."""
+        return [self.sender, *self.more_senders]
+
+    def sender_args(self, k: int) -> list[str]:
+        """Extra loadgen arguments of sender k: its MAC, and its sink's as destination."""
+        return ["-i", str(SENDER_ID + k), "-d", str(SINK_ID + k)] if self.unicast else []
+
+    def sink_args(self, k: int) -> list[str]:
+        """Extra sink arguments of sink k (k >= len(sinks): idle end k - len(sinks))."""
+        if not self.unicast:
+            return []
+        n = len(self.sinks)
+        ident = SINK_ID + k if k < n else IDLE_ID + k - n
+        return ["-i", str(ident), "-A", "-F"]
 
 
 Maker = Callable[[PortPool, Path], Topology]
@@ -43,13 +72,14 @@ class Scenario:
     name: str
     relay: str          # direct | fastrelay | naive | netrelay
     shape: str          # udp-p2p, tcp-hub-4, ...; direct ones: udp, tcp, unix
-    nsinks: int
+    nsinks: int         # the measured receivers (idle ends are not)
     make: Maker
+    unicast: bool = False   # a switch scenario: see Topology.unicast
 
     @property
     def latency_ok(self) -> bool:
         """Ping-pong needs exactly two ends: the echo must only reach the pinger."""
-        return self.nsinks == 1
+        return self.nsinks == 1 and not self.unicast
 
     @property
     def transport(self) -> str:
@@ -131,6 +161,32 @@ def udp_hub(n: int) -> Maker:
     return make
 
 
+def _hub_argv(mode: str, port: int) -> list[str]:
+    """The relay's arguments for a hub (mode "hub") or a switch on TCP @port."""
+    return (["--switch"] if mode == "switch" else []) + ["-l", str(port)]
+
+
+def tcp_pairs(mode: str, n: int) -> Maker:
+    """n ends on a TCP hub or switch: n/2 bulk senders, each sending unicast to its own sink."""
+    def make(ports: PortPool, tmp: Path) -> Topology:
+        h = ports.take()
+        end = f"tcp:{LOOP}:{h}"
+        return Topology(sender=end, sinks=[end] * (n // 2), relay_args=_hub_argv(mode, h),
+                        relay_tcp=[h], unicast=True, more_senders=[end] * (n // 2 - 1))
+    return make
+
+
+def tcp_idle(mode: str, idle: int) -> Maker:
+    """One sender streaming unicast to one sink, with @idle more ends connected, announced
+    and reading (socket_vmnet's case: idle VMs on the segment)."""
+    def make(ports: PortPool, tmp: Path) -> Topology:
+        h = ports.take()
+        end = f"tcp:{LOOP}:{h}"
+        return Topology(sender=end, sinks=[end], relay_args=_hub_argv(mode, h), relay_tcp=[h],
+                        unicast=True, idle=[end] * idle)
+    return make
+
+
 # Shapes a relay can be put in; netrelay has no unix sockets.
 SHAPES: dict[str, tuple[int, Maker]] = {
     "udp-p2p": (1, udp_p2p),
@@ -145,6 +201,14 @@ RELAY_SHAPES: dict[str, list[str]] = {
     "naive": list(SHAPES),
     "netrelay": [s for s in SHAPES if s != "unix-p2p"],
 }
+# Unicast shapes (issue 10), fastrelay only: each as a hub and as a switch, so that the
+# switch's gain (or cost) is a ratio of two rows of one run.
+UNICAST_SHAPES: dict[str, tuple[int, Maker]] = {
+    **{f"tcp-{mode}-pairs-{PAIRS_PORTS}": (PAIRS_PORTS // 2, tcp_pairs(mode, PAIRS_PORTS))
+       for mode in ("hub", "switch")},
+    **{f"tcp-{mode}-idle-{n}": (1, tcp_idle(mode, n))
+       for mode in ("hub", "switch") for n in IDLE_PORTS},
+}
 
 
 def all_scenarios() -> list[Scenario]:
@@ -157,6 +221,8 @@ def all_scenarios() -> list[Scenario]:
             if shape in shapes:
                 out.append(Scenario(f"{relay}-{shape}", relay, shape, SHAPES[shape][0],
                                     SHAPES[shape][1]))
+    for shape, (nsinks, make) in UNICAST_SHAPES.items():
+        out.append(Scenario(f"fastrelay-{shape}", "fastrelay", shape, nsinks, make, unicast=True))
     return out
 
 

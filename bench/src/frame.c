@@ -19,12 +19,10 @@ static inline uint8_t fill_byte(size_t i)
  */
 void frame_init(uint8_t *f, size_t size, uint8_t sender)
 {
-	static const uint8_t src[6] = { 0x02, 0x62, 0x65, 0x6e, 0x63, 0 };
 	size_t i;
 
 	memset(f, 0xff, 6);
-	memcpy(f + 6, src, 6);
-	f[11] = sender;
+	frame_mac(f + 6, sender);
 	f[12] = FRAME_ETHERTYPE >> 8;
 	f[13] = FRAME_ETHERTYPE & 0xff;
 	put_be32(f + FRAME_OFF_MAGIC, FRAME_MAGIC);
@@ -32,6 +30,38 @@ void frame_init(uint8_t *f, size_t size, uint8_t sender)
 	for (i = FRAME_OFF_FILL; i < size - 8; i++)
 		f[i] = fill_byte(i);
 	frame_set_seq(f, size, 0);
+}
+
+/** frame_mac() - the bench MAC of end @id: 02:62:65:6e:63:ID ("benc" + id, locally administered). */
+void frame_mac(uint8_t mac[6], uint8_t id)
+{
+	static const uint8_t base[5] = { 0x02, 0x62, 0x65, 0x6e, 0x63 };
+
+	memcpy(mac, base, sizeof(base));
+	mac[5] = id;
+}
+
+/** frame_set_dst() - address @f to the one receiver @receiver instead of broadcast. */
+void frame_set_dst(uint8_t *f, uint8_t receiver)
+{
+	frame_mac(f, receiver);
+}
+
+/** frame_announce() - write the FRAME_MIN-byte announcement of end @id (see frame.h). */
+void frame_announce(uint8_t f[FRAME_MIN], uint8_t id)
+{
+	memset(f, 0, FRAME_MIN);
+	memset(f, 0xff, 6);
+	frame_mac(f + 6, id);
+	f[12] = FRAME_ANNOUNCE_ETHERTYPE >> 8;
+	f[13] = FRAME_ANNOUNCE_ETHERTYPE & 0xff;
+}
+
+/** frame_is_announce() - whether the @len bytes at @f are an announcement, not a test frame. */
+int frame_is_announce(const uint8_t *f, size_t len)
+{
+	return len >= 14 && f[12] == FRAME_ANNOUNCE_ETHERTYPE >> 8 &&
+	       f[13] == (FRAME_ANNOUNCE_ETHERTYPE & 0xff);
 }
 
 /** frame_set_seq() - stamp @seq into the head and (inverted) the tail of @f. */

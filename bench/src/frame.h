@@ -8,7 +8,8 @@
 /*
  * A test frame is a real Ethernet frame so a relay that looks at headers still
  * passes it:
- *   0  dst MAC   ff:ff:ff:ff:ff:ff (broadcast: every hub port takes it)
+ *   0  dst MAC   ff:ff:ff:ff:ff:ff (broadcast: every hub port takes it), or the
+ *                unicast 02:62:65:6e:63:DST of one receiver (frame_set_dst())
  *   6  src MAC   02:62:65:6e:63:ID (locally administered, "benc" + sender id)
  *   12 type      0x88b5 (IEEE local experimental ethertype)
  *   14 seq       64-bit big-endian sequence number, from 0
@@ -16,11 +17,17 @@
  *   26 length    the frame's own length, 32-bit big-endian
  *   30 fill      byte i is (i * 7 + 1) & 0xff: position-dependent, so a shift shows
  *   len-8 tail   ~seq, 64-bit big-endian: a frame glued from two frames shows
+ *
+ * An announcement (frame_announce()) is FRAME_MIN bytes to broadcast with source
+ * 02:62:65:6e:63:ID and ethertype FRAME_ANNOUNCE_ETHERTYPE, zeros after it: a receiver
+ * sends one when it starts so that a switch learns its port, as a guest's first ARP
+ * would. Receivers skip announcements (they are not test frames).
  */
 #define FRAME_MIN	64
 #define FRAME_MAX	65507	/* largest IPv4 UDP payload; stream allows more, qemu UDP not */
 #define STREAM_MAX_LEN	69632	/* qemu's stream receive buffer: 4096 + 65536 */
 #define FRAME_ETHERTYPE	0x88b5
+#define FRAME_ANNOUNCE_ETHERTYPE	0x88b6	/* IEEE local experimental ethertype 2 */
 #define FRAME_MAGIC	0xFA57BE7Cu
 
 #define FRAME_OFF_SEQ	14
@@ -39,6 +46,10 @@ enum frame_status {
 };
 
 void frame_init(uint8_t *f, size_t size, uint8_t sender);
+void frame_set_dst(uint8_t *f, uint8_t receiver);
+void frame_mac(uint8_t mac[6], uint8_t id);
+void frame_announce(uint8_t f[FRAME_MIN], uint8_t id);
+int frame_is_announce(const uint8_t *f, size_t len);
 void frame_set_seq(uint8_t *f, size_t size, uint64_t seq);
 enum frame_status frame_check(const uint8_t *f, size_t len, const uint8_t *ref,
 			      uint64_t *seq);

@@ -7,7 +7,9 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>
 #include <unistd.h>
 
 #include "endpoint.h"
@@ -24,9 +26,17 @@
  *         one write of length prefix + frame per stream frame).
  * The run always ends by itself: after -n frames or -t seconds, whichever is
  * first, and a hard alarm backs that up.
+ *
+ * Frames go to broadcast, or with -d to the one receiver 02:62:65:6e:63:DST (a
+ * switch then sends them to that port only). A stream sender also reads and discards
+ * what arrives while it sends: in a hub it is sent every other end's frames, as a
+ * guest on a hub is, and a sender that stopped reading would see the hub drop them
+ * rather than pay for them.
  */
 
 #define GRACE_NS	(2 * 1000000000ull)	/* to finish a batch begun in time */
+#define FLUSH_NS	(5 * 1000000000ull)	/* at the end, for the peer to take what we sent */
+#define DRAIN_BUF	(1 << 16)
 
 /* What to send and how; filled from the command line. */
 struct gen {
@@ -38,8 +48,11 @@ struct gen {
 	int gso;		/* bulk UDP: several frames per message (UDP_SEGMENT) */
 	double rate;		/* frames/s cap, 0 for none */
 	uint8_t id;		/* sender id in the source MAC */
+	int dst;		/* receiver id in the destination MAC, -1: broadcast */
 	/* results */
 	uint64_t frames, stalls, errors;
+	uint64_t rx_bytes;	/* read and discarded (stream): what the peer sent us */
+	uint8_t *junk;		/* DRAIN_BUF bytes to read that into (stream) */
 	uint64_t t0, t_end;
 };
 
@@ -48,9 +61,12 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: loadgen [-s SIZE] [-n COUNT] [-t SECONDS] [-p bulk|qemu] [-b BATCH]\n"
-		"               [-r FPS] [-i ID] [-g] [-G 0|1] [-R READYFILE] [-T CONNECT_TIMEOUT] ENDPOINT\n"
+		"               [-r FPS] [-i ID] [-d DST] [-g] [-G 0|1] [-R READYFILE]\n"
+		"               [-T CONNECT_TIMEOUT] ENDPOINT\n"
 		"  ENDPOINT: udp:LPORT:HOST:PORT | tcp:HOST:PORT | tcp-listen:HOST:PORT\n"
 		"            | unix:PATH | unix-listen:PATH\n"
+		"  -i ID source MAC 02:62:65:6e:63:ID; -d DST unicast to 02:62:65:6e:63:DST\n"
+		"     (default: broadcast)\n"
 		"  -g waits for a line on stdin before sending (the runner's start signal)\n"
 		"  -G 0 turns off UDP GSO in bulk pacing (on by default)\n");
 	exit(2);
@@ -111,6 +127,8 @@ static void send_dgram(struct gen *g, const struct endpoint *ep)
 		die("out of memory");
 	for (i = 0; i < max; i++) {
 		frame_init(bufs + (size_t)i * g->size, g->size, g->id);
+		if (g->dst >= 0)
+			frame_set_dst(bufs + (size_t)i * g->size, (uint8_t)g->dst);
 		iov[i].iov_base = bufs + (size_t)i * g->size;
 		iov[i].iov_len = g->size;
 	}
@@ -184,12 +202,76 @@ static void send_dgram(struct gen *g, const struct endpoint *ep)
 	free(bufs);
 }
 
+/** drain() - read and discard what has arrived on stream @fd; add it to @g->rx_bytes. */
+static void drain(struct gen *g, int fd)
+{
+	ssize_t n;
+	int i;
+
+	/* Bounded: a peer that sends faster than we read must not stall the sending. */
+	for (i = 0; i < 64 && (n = recv(fd, g->junk, DRAIN_BUF, MSG_DONTWAIT)) > 0; i++)
+		g->rx_bytes += (uint64_t)n;
+}
+
+/**
+ * write_draining() - write @len bytes to non-blocking stream @fd, draining input
+ * while waiting for room, until @deadline_ns.
+ * Return: 0 when all is written, -1 on error, timeout or stop.
+ */
+static int write_draining(struct gen *g, int fd, const uint8_t *p, size_t len,
+			  uint64_t deadline_ns)
+{
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		int ev;
+
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return -1;
+		if (g_stop || now_ns() >= deadline_ns) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		ev = wait_fd(fd, POLLOUT | POLLIN, 100);
+		if (ev < 0)
+			return -1;
+		if (ev & POLLIN)
+			drain(g, fd);
+	}
+	return 0;
+}
+
+/**
+ * finish_stream() - end our direction and wait, reading, until the peer has taken
+ * (acknowledged) everything we sent: closing with unread input would send a reset
+ * instead of FIN, and the kernel would throw away what was still unsent.
+ */
+static void finish_stream(struct gen *g, int fd)
+{
+	uint64_t end = now_ns() + FLUSH_NS;
+	int outq = 0;
+
+	drain(g, fd);
+	shutdown(fd, SHUT_WR);
+	while (!g_stop && now_ns() < end) {
+		drain(g, fd);
+		if (ioctl(fd, SIOCOUTQ, &outq) < 0 || outq == 0)
+			break;
+		wait_fd(fd, POLLIN, 10);
+	}
+	drain(g, fd);
+}
+
 /** send_stream() - the stream loop: whole length-prefixed records per write(). */
 static void send_stream(struct gen *g, const struct endpoint *ep)
 {
 	size_t rec = 4 + g->size;
 	unsigned max, i, n;
-	uint8_t *buf, junk[4096];
+	uint8_t *buf;
 
 	/* Bulk: about 256 KiB per write(), like a relay flushing a busy queue. */
 	max = g->qemu ? 1 : g->batch ? g->batch : (unsigned)(256 * 1024 / rec);
@@ -197,42 +279,45 @@ static void send_stream(struct gen *g, const struct endpoint *ep)
 		max = 1;
 	g->batch = max;
 	buf = malloc((size_t)max * rec);
-	if (!buf)
+	g->junk = malloc(DRAIN_BUF);
+	if (!buf || !g->junk)
 		die("out of memory");
 	for (i = 0; i < max; i++) {
 		put_be32(buf + (size_t)i * rec, (uint32_t)g->size);
 		frame_init(buf + (size_t)i * rec + 4, g->size, g->id);
+		if (g->dst >= 0)
+			frame_set_dst(buf + (size_t)i * rec + 4, (uint8_t)g->dst);
 	}
 
 	while ((n = batch_size(g, max))) {
 		pace(g);
 		for (i = 0; i < n; i++)
 			frame_set_seq(buf + (size_t)i * rec + 4, g->size, g->frames + i);
-		if (write_all(ep->fd, buf, (size_t)n * rec, g->t_end + GRACE_NS) < 0) {
+		if (write_draining(g, ep->fd, buf, (size_t)n * rec, g->t_end + GRACE_NS) < 0) {
 			warn("%s: write: %s", ep->spec, strerror(errno));
 			g->errors++;
 			break;
 		}
 		g->frames += n;
+		drain(g, ep->fd);
 	}
-	/* Unread input at close() would turn our FIN into a RST and lose data. */
-	for (i = 0; i < 256 && recv(ep->fd, junk, sizeof(junk), MSG_DONTWAIT) > 0; i++)
-		;
-	shutdown(ep->fd, SHUT_WR);
+	finish_stream(g, ep->fd);
 	free(buf);
+	free(g->junk);
 }
 
 /** main() - parse options, open the endpoint, wait for go, send, print JSON. */
 int main(int argc, char **argv)
 {
-	struct gen g = { .size = 64, .count = UINT64_MAX, .seconds = 0, .batch = 0, .gso = 1 };
+	struct gen g = { .size = 64, .count = UINT64_MAX, .seconds = 0, .batch = 0, .gso = 1,
+			 .dst = -1 };
 	const char *ready = NULL, *pacing = "bulk";
 	double connect_timeout = 10, secs;
 	struct endpoint ep;
 	int opt, go = 0;
 
 	g_prog = "loadgen";
-	while ((opt = getopt(argc, argv, "s:n:t:p:b:r:i:gG:R:T:h")) != -1) {
+	while ((opt = getopt(argc, argv, "s:n:t:p:b:r:i:d:gG:R:T:h")) != -1) {
 		switch (opt) {
 		case 's': g.size = (size_t)parse_long(optarg, FRAME_MIN, FRAME_MAX, "size"); break;
 		case 'n': g.count = (uint64_t)parse_long(optarg, 1, 1L << 40, "count"); break;
@@ -246,6 +331,7 @@ int main(int argc, char **argv)
 		case 'b': g.batch = (unsigned)parse_long(optarg, 1, 1024, "batch"); break;
 		case 'r': g.rate = parse_double(optarg, 1, 1e9, "rate"); break;
 		case 'i': g.id = (uint8_t)parse_long(optarg, 0, 255, "id"); break;
+		case 'd': g.dst = (int)parse_long(optarg, 0, 255, "destination id"); break;
 		case 'g': go = 1; break;
 		case 'G': g.gso = (int)parse_long(optarg, 0, 1, "gso"); break;
 		case 'R': ready = optarg; break;
@@ -279,12 +365,13 @@ int main(int argc, char **argv)
 	json_str(stdout, "endpoint", ep.spec);
 	printf(", \"pacing\": \"%s\", \"size\": %zu, \"batch\": %u, \"frames\": %llu, "
 	       "\"bytes\": %llu, \"seconds\": %.6f, \"frames_per_s\": %.1f, "
-	       "\"gbit_per_s\": %.4f, \"stalls\": %llu, \"errors\": %llu}\n",
+	       "\"gbit_per_s\": %.4f, \"stalls\": %llu, \"errors\": %llu, \"rx_bytes\": %llu}\n",
 	       pacing, g.size, g.qemu ? 1 : g.batch, (unsigned long long)g.frames,
 	       (unsigned long long)(g.frames * g.size), secs,
 	       secs > 0 ? (double)g.frames / secs : 0.0,
 	       secs > 0 ? (double)g.frames * (double)g.size * 8 / secs / 1e9 : 0.0,
-	       (unsigned long long)g.stalls, (unsigned long long)g.errors);
+	       (unsigned long long)g.stalls, (unsigned long long)g.errors,
+	       (unsigned long long)g.rx_bytes);
 	close(ep.fd);
 	return g.errors ? 1 : 0;
 }

@@ -20,6 +20,12 @@
  * neither the wait for the sender nor the idle timeout at the end dilutes it.
  * The sink stops at end of stream, after -n frames, after -I seconds without
  * data once data has flowed, or after -t seconds in all.
+ *
+ * As one end of a switch scenario it has a MAC, 02:62:65:6e:63:ID (-i ID): with -A it
+ * announces it when it starts (one frame, so a switch learns its port before the run),
+ * and with -F it counts only frames addressed to it or to broadcast; the others are
+ * counted apart ("foreign": a hub's copies meant for other ports). Announcements of
+ * other ends are skipped and never start the idle clock.
  */
 
 #define DGRAM_BATCH	64
@@ -36,22 +42,56 @@ struct limits {
 	int desync;		/* a bad length prefix: the rest is unreadable */
 };
 
+/* What is counted, and how: the frames of this run. */
+struct rx {
+	struct seq_stats s;	/* the frames counted */
+	const uint8_t *ref;	/* see frame_check() */
+	int filter;		/* count only frames to @mac or broadcast */
+	uint8_t mac[6];		/* this end's MAC (-i) */
+	uint64_t foreign;	/* with @filter: frames addressed to another end */
+	uint64_t announces;	/* announcements of other ends, skipped */
+};
+
+/** take() - one received frame: skip an announcement, set aside another end's, count the rest. */
+static void take(struct rx *rx, const uint8_t *f, size_t len, uint64_t now)
+{
+	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+
+	if (frame_is_announce(f, len)) {
+		rx->announces++;
+		return;
+	}
+	if (rx->filter && len >= 6 && memcmp(f, rx->mac, 6) && memcmp(f, bcast, 6)) {
+		rx->foreign++;
+		return;
+	}
+	seq_account(&rx->s, f, len, rx->ref, now);
+}
+
+/** seen() - frames counted or set aside so far: what makes a read data, not an announcement. */
+static uint64_t seen(const struct rx *rx)
+{
+	return rx->s.frames + rx->s.corrupt + rx->foreign;
+}
+
 /** usage() - print the synopsis and exit 2. */
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: sink [-t MAXSECONDS] [-I IDLESECONDS] [-n COUNT] [-V] [-R READYFILE]\n"
-		"            [-T CONNECT_TIMEOUT] ENDPOINT\n"
-		"  -V checks every byte of every frame (costs sink CPU at large sizes)\n");
+		"usage: sink [-t MAXSECONDS] [-I IDLESECONDS] [-n COUNT] [-V] [-i ID [-A] [-F]]\n"
+		"            [-R READYFILE] [-T CONNECT_TIMEOUT] ENDPOINT\n"
+		"  -V checks every byte of every frame (costs sink CPU at large sizes)\n"
+		"  -i ID this end's MAC is 02:62:65:6e:63:ID; -A announces it at the start,\n"
+		"     -F counts only frames addressed to it (or broadcast)\n");
 	exit(2);
 }
 
 /** keep_going() - false once any stop condition holds. */
-static int keep_going(const struct limits *l, const struct seq_stats *s)
+static int keep_going(const struct limits *l, const struct rx *rx)
 {
 	uint64_t now = now_ns();
 
-	if (g_stop || l->eof || l->desync || s->frames >= l->count || now >= l->t_stop)
+	if (g_stop || l->eof || l->desync || rx->s.frames >= l->count || now >= l->t_stop)
 		return 0;
 	return !(l->t_activity && now - l->t_activity >= l->idle_ns);
 }
@@ -82,8 +122,7 @@ static size_t gro_size(struct msghdr *m)
  * back at the segment size here, so the sink still counts one frame per datagram sent
  * and is not the bottleneck of the runs it measures.
  */
-static void recv_dgram(const struct endpoint *ep, struct limits *l, struct seq_stats *s,
-		       const uint8_t *ref)
+static void recv_dgram(const struct endpoint *ep, struct limits *l, struct rx *rx)
 {
 	struct mmsghdr msgs[DGRAM_BATCH];
 	struct iovec iov[DGRAM_BATCH];
@@ -102,7 +141,8 @@ static void recv_dgram(const struct endpoint *ep, struct limits *l, struct seq_s
 		msgs[i].msg_hdr.msg_iov = &iov[i];
 		msgs[i].msg_hdr.msg_iovlen = 1;
 	}
-	while (keep_going(l, s)) {
+	while (keep_going(l, rx)) {
+		uint64_t before = seen(rx);
 		int n;
 
 		for (i = 0; i < DGRAM_BATCH; i++) {
@@ -119,29 +159,29 @@ static void recv_dgram(const struct endpoint *ep, struct limits *l, struct seq_s
 			continue;
 		}
 		now = now_ns();
-		l->t_activity = now;
 		for (i = 0; i < n; i++) {
 			size_t len = msgs[i].msg_len, seg = gro_size(&msgs[i].msg_hdr), off;
 			const uint8_t *p = iov[i].iov_base;
 
 			if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-				s->corrupt++;
+				rx->s.corrupt++;
 				continue;
 			}
 			if (!seg || seg >= len) {
-				seq_account(s, p, len, ref, now);
+				take(rx, p, len, now);
 				continue;
 			}
 			for (off = 0; off < len; off += seg)
-				seq_account(s, p + off, len - off < seg ? len - off : seg, ref, now);
+				take(rx, p + off, len - off < seg ? len - off : seg, now);
 		}
+		if (seen(rx) != before)
+			l->t_activity = now;
 	}
 	free(bufs);
 }
 
 /** recv_stream() - the stream loop: large reads, then split at length prefixes. */
-static void recv_stream(const struct endpoint *ep, struct limits *l, struct seq_stats *s,
-			const uint8_t *ref)
+static void recv_stream(const struct endpoint *ep, struct limits *l, struct rx *rx)
 {
 	struct reasm r;
 	uint8_t *frame;
@@ -149,9 +189,9 @@ static void recv_stream(const struct endpoint *ep, struct limits *l, struct seq_
 
 	if (reasm_init(&r, STREAM_BULK) < 0)
 		die("out of memory");
-	while (keep_going(l, s)) {
+	while (keep_going(l, rx)) {
 		ssize_t n = reasm_read(&r, ep->fd);
-		uint64_t now;
+		uint64_t now, before = seen(rx);
 		int got;
 
 		if (n == 0) {
@@ -169,46 +209,69 @@ static void recv_stream(const struct endpoint *ep, struct limits *l, struct seq_
 			continue;
 		}
 		now = now_ns();
-		l->t_activity = now;
 		while ((got = reasm_next(&r, &frame, &len)) == 1)
-			seq_account(s, frame, len, ref, now);
+			take(rx, frame, len, now);
 		if (got < 0) {
 			/* A length qemu would refuse: nothing after it can be trusted. */
-			s->corrupt++;
+			rx->s.corrupt++;
 			l->desync = 1;
 		}
+		/* Part of a frame is data too: only an announcement alone is not. */
+		if (seen(rx) != before || reasm_pending(&r))
+			l->t_activity = now;
 	}
 	/* A partial record at the end is a frame cut short by the path. */
 	if (reasm_pending(&r) && !l->desync)
-		s->corrupt++;
+		rx->s.corrupt++;
 	free(r.buf);
+}
+
+/** announce() - send the announcement of end @id (frame.h) through @ep, as its first frame. */
+static void announce(const struct endpoint *ep, uint8_t id)
+{
+	uint8_t rec[4 + FRAME_MIN];
+
+	frame_announce(rec + 4, id);
+	if (ep->kind == EP_DGRAM) {
+		if (sendto(ep->fd, rec + 4, FRAME_MIN, 0, (const struct sockaddr *)&ep->peer,
+			   ep->peer_len) != FRAME_MIN)
+			die("%s: announce: %s", ep->spec, strerror(errno));
+		return;
+	}
+	put_be32(rec, FRAME_MIN);
+	if (write_all(ep->fd, rec, sizeof(rec), now_ns() + 5000000000ull) < 0)
+		die("%s: announce: %s", ep->spec, strerror(errno));
 }
 
 /** main() - parse options, open the endpoint, receive, print one JSON line. */
 int main(int argc, char **argv)
 {
 	struct limits l = { .count = UINT64_MAX };
-	struct seq_stats s;
+	struct rx rx;
+	const struct seq_stats *s = &rx.s;
 	const char *ready = NULL;
 	double max_s = 30, idle_s = 0.5, connect_timeout = 10, secs;
 	uint8_t *ref = NULL;
 	struct endpoint ep;
-	int opt, full = 0;
+	int opt, full = 0, id = -1, announcing = 0;
 
 	g_prog = "sink";
-	memset(&s, 0, sizeof(s));
-	while ((opt = getopt(argc, argv, "t:I:n:VR:T:h")) != -1) {
+	memset(&rx, 0, sizeof(rx));
+	while ((opt = getopt(argc, argv, "t:I:n:Vi:AFR:T:h")) != -1) {
 		switch (opt) {
 		case 't': max_s = parse_double(optarg, 0.01, 3600, "seconds"); break;
 		case 'I': idle_s = parse_double(optarg, 0.01, 600, "idle seconds"); break;
 		case 'n': l.count = (uint64_t)parse_long(optarg, 1, 1L << 40, "count"); break;
 		case 'V': full = 1; break;
+		case 'i': id = (int)parse_long(optarg, 0, 255, "id"); break;
+		case 'A': announcing = 1; break;
+		case 'F': rx.filter = 1; break;
 		case 'R': ready = optarg; break;
 		case 'T': connect_timeout = parse_double(optarg, 0.1, 600, "timeout"); break;
 		default: usage();
 		}
 	}
-	if (optind != argc - 1)
+	if (optind != argc - 1 || ((announcing || rx.filter) && id < 0))
 		usage();
 	install_limits(connect_timeout + max_s + 5);
 	if (full) {
@@ -217,30 +280,38 @@ int main(int argc, char **argv)
 			die("out of memory");
 		frame_init(ref, FRAME_MAX, 0);
 	}
+	rx.ref = ref;
+	if (id >= 0)
+		frame_mac(rx.mac, (uint8_t)id);
 
 	ep_open(&ep, argv[optind], connect_timeout);
+	/* Before the ready file: the runner starts the senders once every end is ready. */
+	if (announcing)
+		announce(&ep, (uint8_t)id);
 	touch_ready(ready);
 	l.t_stop = now_ns() + (uint64_t)(max_s * 1e9);
 	l.idle_ns = (uint64_t)(idle_s * 1e9);
 	if (ep.kind == EP_DGRAM)
-		recv_dgram(&ep, &l, &s, ref);
+		recv_dgram(&ep, &l, &rx);
 	else
-		recv_stream(&ep, &l, &s, ref);
+		recv_stream(&ep, &l, &rx);
 
-	secs = s.frames > 1 ? (double)(s.t_last - s.t_first) / 1e9 : 0;
+	secs = s->frames > 1 ? (double)(s->t_last - s->t_first) / 1e9 : 0;
 	printf("{\"role\": \"sink\", ");
 	json_str(stdout, "endpoint", ep.spec);
 	printf(", \"frames\": %llu, \"bytes\": %llu, \"seconds\": %.6f, "
 	       "\"frames_per_s\": %.1f, \"gbit_per_s\": %.4f, \"lost\": %llu, "
 	       "\"out_of_order\": %llu, \"corrupt\": %llu, \"first_seq\": %llu, "
-	       "\"last_seq\": %lld, \"eof\": %s, \"desync\": %s}\n",
-	       (unsigned long long)s.frames, (unsigned long long)s.bytes, secs,
-	       secs > 0 ? (double)s.frames / secs : 0.0,
-	       secs > 0 ? (double)s.bytes * 8 / secs / 1e9 : 0.0,
-	       (unsigned long long)s.lost, (unsigned long long)s.out_of_order,
-	       (unsigned long long)s.corrupt, (unsigned long long)s.first_seq,
-	       s.frames ? (long long)(s.next_seq - 1) : -1LL,
-	       l.eof ? "true" : "false", l.desync ? "true" : "false");
+	       "\"last_seq\": %lld, \"eof\": %s, \"desync\": %s, \"foreign\": %llu, "
+	       "\"announces\": %llu}\n",
+	       (unsigned long long)s->frames, (unsigned long long)s->bytes, secs,
+	       secs > 0 ? (double)s->frames / secs : 0.0,
+	       secs > 0 ? (double)s->bytes * 8 / secs / 1e9 : 0.0,
+	       (unsigned long long)s->lost, (unsigned long long)s->out_of_order,
+	       (unsigned long long)s->corrupt, (unsigned long long)s->first_seq,
+	       s->frames ? (long long)(s->next_seq - 1) : -1LL,
+	       l.eof ? "true" : "false", l.desync ? "true" : "false",
+	       (unsigned long long)rx.foreign, (unsigned long long)rx.announces);
 	close(ep.fd);
 	free(ref);
 	return 0;
