@@ -300,18 +300,18 @@ def _stats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                      watch=args.watch, count=args.count, verbose=args.verbosity >= 1)
 
 
-def _is_doctor(args: argparse.Namespace) -> bool:
-    """Whether the command line is `fastrelay doctor [BRIDGE...]`.
+def _is_command(args: argparse.Namespace, word: str) -> bool:
+    """Whether the command line is `fastrelay WORD ...` (doctor, capture).
 
-    `fastrelay doctor BR` is also netrelay's form for relaying bridge "doctor" to bridge
-    BR: that meaning wins when an interface named "doctor" exists.
+    `fastrelay WORD BR` is also netrelay's form for relaying bridge "WORD" to bridge BR:
+    that meaning wins when an interface named WORD exists.
     """
-    if args.listen is not None or args.targets[:1] != ["doctor"]:
+    if args.listen is not None or args.targets[:1] != [word]:
         return False
     if len(args.targets) != 2:
         return True
     try:
-        socket.if_nametoindex("doctor")
+        socket.if_nametoindex(word)
     except OSError:
         return True
     return False
@@ -340,23 +340,6 @@ def _doctor(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         else:
             print(f"{bridge}: OK")
     return status
-
-
-def _is_capture(args: argparse.Namespace) -> bool:
-    """Whether the command line is `fastrelay capture LINK [PORT...]`.
-
-    `fastrelay capture BR` is also netrelay's form for relaying bridge "capture" to bridge
-    BR: that meaning wins when an interface named "capture" exists (as for doctor).
-    """
-    if args.listen is not None or args.targets[:1] != ["capture"]:
-        return False
-    if len(args.targets) != 2:
-        return True
-    try:
-        socket.if_nametoindex("capture")
-    except OSError:
-        return True
-    return False
 
 
 def _capture(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -438,9 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # can name the command without changing what any netrelay command line means.
         if args.targets == ["stats"] and args.listen is None:
             return _stats(parser, args)
-        if _is_doctor(args):
+        if _is_command(args, "doctor"):
             return _doctor(parser, args)
-        if _is_capture(args):
+        if _is_command(args, "capture"):
             return _capture(parser, args)
         misplaced = misplaced_stats_options(args)
         if misplaced:
