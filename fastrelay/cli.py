@@ -445,24 +445,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbosity)
     options = RelayOptions(verbosity=args.verbosity, reconnect=args.reconnect, bind=args.bind,
                            switch=args.switch)
-    if args.queue is not None:
-        options.queue_bytes = args.queue
-    if args.queue_total is not None:
-        options.queue_total = args.queue_total
-    if args.max_frame is not None:
-        options.max_frame = args.max_frame
-    if args.max_clients is not None:
-        options.max_clients = args.max_clients
-    if args.max_clients_total is not None:
-        options.max_clients_total = args.max_clients_total
-    if args.mac_age is not None:
-        options.mac_age = args.mac_age
-    if args.mac_table_size is not None:
-        options.mac_table_size = args.mac_table_size
-    if args.loop_threshold is not None:
-        options.loop_threshold = args.loop_threshold
-    if args.loop_hold is not None:
-        options.loop_hold = args.loop_hold
+    # Options given on the command line override RelayOptions' defaults (argument name ->
+    # option name; they differ only for --queue).
+    for arg, option in (("queue", "queue_bytes"), ("queue_total", "queue_total"),
+                        ("max_frame", "max_frame"), ("max_clients", "max_clients"),
+                        ("max_clients_total", "max_clients_total"), ("mac_age", "mac_age"),
+                        ("mac_table_size", "mac_table_size"),
+                        ("loop_threshold", "loop_threshold"), ("loop_hold", "loop_hold")):
+        if getattr(args, arg) is not None:
+            setattr(options, option, getattr(args, arg))
     if args.reconnect_initial is not None:
         options.backoff["initial"] = args.reconnect_initial
     if args.reconnect_max is not None:
