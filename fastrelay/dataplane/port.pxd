@@ -35,7 +35,7 @@ cdef class Port:
     cdef int after_flush(self) except -1
     cdef int arm_if_queued(self) except -1
     cdef ssize_t write_some(self, const char *data, size_t n)
-    cdef int flush_bytes(self) except -1
+    cdef int flush_bytes(self, bint payloads) except -1
     cdef int sent_from_backlog(self, Py_ssize_t n) except -1
     cdef inline bint congested(self)
     cdef int fail(self, str reason, bint fault=*) except -1

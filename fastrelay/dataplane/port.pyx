@@ -131,12 +131,18 @@ cdef class Port:
         """One non-blocking write of a byte stream; -1 with errno set on failure."""
         return send(self.wfd, data, n, MSG_DONTWAIT | MSG_NOSIGNAL)
 
-    cdef int flush_bytes(self) except -1:
-        """on_writable() of a byte-stream port: send the backlog as it is, then after_flush()."""
+    cdef int flush_bytes(self, bint payloads) except -1:
+        """on_writable() of a byte-stream port: send the backlog, then after_flush().
+
+        The records go as they are (qemu's stream framing), or, for a port without
+        framing (stdio), each record's payload only.
+        """
         cdef Backlog q = self.backlog
         cdef ssize_t r
-        while q.tail > q.head:
-            r = self.write_some(q.data + q.head, q.tail - q.head)
+        while q.frames:
+            if payloads:
+                q.skip_header()
+            r = self.write_some(q.data + q.head, (q.rec_end if payloads else q.tail) - q.head)
             if r < 0:
                 if errno == EINTR:
                     continue

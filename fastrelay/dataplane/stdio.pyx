@@ -70,18 +70,10 @@ cdef class StdioPort(Port):
                 self.drop_queue += 1
         return self.arm_if_queued()
 
+    cdef ssize_t write_some(self, const char *data, size_t n):
+        # stdout is a pipe, a terminal or a file, not necessarily a socket.
+        return write(self.wfd, data, n)
+
     cdef int on_writable(self) except -1:
         """Write the queued frames (their payloads only: stdio has no framing)."""
-        cdef Backlog q = self.backlog
-        cdef ssize_t r
-        while q.frames:
-            q.skip_header()
-            r = write(self.wfd, q.data + q.head, q.rec_end - q.head)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                if errno == EAGAIN:
-                    break
-                return self.fail(errno_text(errno))
-            self.sent_from_backlog(r)
-        return self.after_flush()
+        return self.flush_bytes(True)

@@ -133,4 +133,4 @@ cdef class StreamPort(Port):
         return 0
 
     cdef int on_writable(self) except -1:
-        return self.flush_bytes()
+        return self.flush_bytes(False)
