@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <linux/sockios.h>
 #include <unistd.h>
@@ -346,6 +347,13 @@ int main(int argc, char **argv)
 		g.seconds = g.count == UINT64_MAX ? 1 : 60;
 	install_limits(connect_timeout + (go ? 30 : 0) + g.seconds + 10);
 
+	/*
+	 * A paced sender sleeps between frames; the default timer slack (50 us) would turn
+	 * 10 us gaps into bursts every 50-60 us, and at -p qemu a relay would then see several
+	 * frames per wake-up where a real sender at that rate wakes it once per frame.
+	 */
+	if (g.rate > 0)
+		prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
 	ep_open(&ep, argv[optind], connect_timeout);
 	if (!g.batch && ep.kind == EP_DGRAM)
 		g.batch = 64;
