@@ -126,6 +126,8 @@ class TapPort(Port):
 class Hub:
     budget: QueueBudget
     switch: Switch
+    waits: int
+    batch_wait: float
     def __init__(self, on_close: Callable[[Port, str, bool], object] | None = None,
                  budget: QueueBudget | None = None, switch: Switch | None = None,
                  on_event: Callable[[list[tuple[str, str | None, int, int, int]]], object]

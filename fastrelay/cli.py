@@ -184,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow", metavar="CIDR", action="append", type=_network,
                         help="TCP listeners accept clients only from CIDR (repeatable; "
                              "others are closed at once, counted and logged)")
+    parser.add_argument("--batch-wait-us", type=_number(*defaults.BATCH_WAIT_US_RANGE, True),
+                        metavar="US",
+                        help=f"after a few frames from a port that sends one frame per "
+                             f"write, wait US microseconds for more and send them as one "
+                             f"batch: less CPU per frame, at most US added to such frames; "
+                             f"replies never wait (default {defaults.BATCH_WAIT_US}, 0: off)")
     parser.add_argument("--switch", action="store_true",
                         help="hub form: a learning switch, which sends a frame to a known "
                              "MAC to that one port only (not in point to point)")
@@ -248,7 +254,7 @@ def _setup_logging(verbosity: int) -> None:
 # Options that set link behaviour: the daemon takes them from its config file instead.
 _LINK_OPTIONS = ("listen", "reconnect", "queue", "queue_total", "max_frame",
                  "max_clients", "max_clients_total", "bind", "reconnect_initial", "reconnect_max",
-                 "tls_cert", "tls_key", "tls_ca", "allow",
+                 "tls_cert", "tls_key", "tls_ca", "allow", "batch_wait_us",
                  "switch", "mac_age", "mac_table_size", "loop_threshold", "loop_hold",
                  "pcap", "pcap_snaplen", "pcap_size", "pcap_count")
 # Options of the hub form only: point to point forwards everything between its two sides.
@@ -451,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ("max_frame", "max_frame"), ("max_clients", "max_clients"),
                         ("max_clients_total", "max_clients_total"), ("mac_age", "mac_age"),
                         ("mac_table_size", "mac_table_size"),
-                        ("loop_threshold", "loop_threshold"), ("loop_hold", "loop_hold")):
+                        ("loop_threshold", "loop_threshold"), ("loop_hold", "loop_hold"),
+                        ("batch_wait_us", "batch_wait_us")):
         if getattr(args, arg) is not None:
             setattr(options, option, getattr(args, arg))
     if args.reconnect_initial is not None:

@@ -21,7 +21,7 @@ The format (README "Daemon" has a full example)::
 Endpoints use the command line's target syntax (targets.py), except `-` (stdio). Options
 (in [defaults] or a link/hub): reconnect, reconnect_initial, reconnect_max,
 reconnect_factor, reconnect_jitter, connect_timeout, queue, max_frame, max_clients,
-max_clients_total, bind; for hubs only (in [defaults] or a hub): mode, mac_age,
+max_clients_total, bind, batch_wait_us; for hubs only (in [defaults] or a hub): mode, mac_age,
 mac_table_size, loop_threshold, loop_hold. Captures (capture.py): `pcap = "FILE"` in a
 link or hub, and pcap_snaplen, pcap_size, pcap_count there or in [defaults]; they are no
 part of a link's definition, so a reload that changes only them leaves its connections
@@ -135,6 +135,7 @@ class LinkOptions:
     tls_name: str | None = None
     tls_timeout: float = defaults.TLS_HANDSHAKE_TIMEOUT
     allow: tuple[str, ...] = ()      # CIDR texts, checked by parse_allow
+    batch_wait_us: int = defaults.BATCH_WAIT_US
     # Hubs only (a link's are the defaults', and unused): see RelayOptions.
     mode: str = "hub"
     mac_age: float = defaults.MAC_AGE
@@ -155,7 +156,7 @@ class LinkOptions:
                      "factor": self.reconnect_factor, "jitter": self.reconnect_jitter},
             switch=self.mode == "switch", mac_age=self.mac_age,
             mac_table_size=self.mac_table_size, loop_threshold=self.loop_threshold,
-            loop_hold=self.loop_hold)
+            loop_hold=self.loop_hold, batch_wait_us=self.batch_wait_us)
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ class KeyLines:
 _OPTION_KEYS = ("reconnect", "reconnect_initial", "reconnect_max", "reconnect_factor",
                 "reconnect_jitter", "connect_timeout", "queue", "queue_total", "max_frame",
                 "max_clients", "max_clients_total", "bind", "tls_cert", "tls_key", "tls_ca",
-                "tls_name", "tls_timeout", "allow")
+                "tls_name", "tls_timeout", "allow", "batch_wait_us")
 # Options of hubs only: allowed in [defaults] (for every hub) and [hub.NAME].
 _HUB_KEYS = ("mode", "mac_age", "mac_table_size", "loop_threshold", "loop_hold")
 _MODES = ("hub", "switch")
@@ -305,6 +306,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "max_clients": (*defaults.CLIENTS_RANGE, True),
     "max_clients_total": (*defaults.CLIENTS_RANGE, True),
     "tls_timeout": (*defaults.TLS_TIMEOUT_RANGE, False),
+    "batch_wait_us": (*defaults.BATCH_WAIT_US_RANGE, True),
     "mac_age": (*defaults.MAC_AGE_RANGE, False),
     "mac_table_size": (*defaults.MAC_TABLE_SIZE_RANGE, True),
     "loop_threshold": (*defaults.LOOP_THRESHOLD_RANGE, True),

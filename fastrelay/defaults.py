@@ -64,6 +64,11 @@ SWITCH_TICK_INTERVAL = 1.0
 # The most MAC table rows one stats answer shows (a full 64k table would make every answer
 # megabytes of JSON); the rest are counted in `mac_table_omitted`.
 STATS_MAC_TABLE_ROWS = 4096
+# Batch wait (Hub.batch_wait, microseconds): after forwarding a few frames from a port that
+# streams one frame per write, wait this long for more before looking again (0: never).
+# The most a frame can wait for it; ping-pong and request/response traffic never waits.
+BATCH_WAIT_US = 20
+BATCH_WAIT_US_RANGE = (0, 1000)
 # Socket buffers asked for datagram ports: bursts of a VM outrun the default 208 KiB.
 DGRAM_SOCKET_BUFFER = 4 * 1024 * 1024
 # How often -v prints counters (seconds).

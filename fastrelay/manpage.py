@@ -71,6 +71,10 @@ CONFIG_KEYS: tuple[tuple[str, str, str], ...] = (
     ("defaults", "allow",
      ("a list of CIDR networks: TCP listeners close clients from anywhere else at accept "
       "(counted, logged once per source and interval).")),
+    ("defaults", "batch_wait_us",
+     (f"microseconds a relay waits for more frames after a few from a port that sends one "
+      f"frame per write (see --batch-wait-us); 0 turns it off. Default: "
+      f"{defaults.BATCH_WAIT_US}.")),
     ("defaults", "mode",
      ("hubs only (a link takes none of the next five keys): \"switch\" makes a hub a "
       "learning switch (see --switch), \"hub\" floods every frame.")),

@@ -63,6 +63,7 @@ class RelayOptions:
     mac_table_size: int = defaults.MAC_TABLE_SIZE    # MAC table entries; learning stops there
     loop_threshold: int = defaults.LOOP_THRESHOLD    # MAC moves per second that mean a loop
     loop_hold: float = defaults.LOOP_HOLD            # seconds a port stays blocked after one
+    batch_wait_us: int = defaults.BATCH_WAIT_US      # Hub.batch_wait (0: off)
     capture: CaptureOptions | None = None    # --pcap: run() writes every frame to a file
 
     @property
@@ -111,6 +112,7 @@ class Relay:
                              move_threshold=options.loop_threshold, hold=options.loop_hold)
         self.hub = Hub(on_close=self._port_closed, budget=self.budget, switch=self.switch,
                        on_event=self._switch_events)
+        self.hub.batch_wait = options.batch_wait_us / 1e6
         self.endpoints: list[Endpoint] = [make_endpoint(t, self) for t in targets]
         self.labels = list(labels) if labels is not None else [str(t) for t in targets]
         self._owners: dict[Port, Endpoint] = {}

@@ -90,6 +90,8 @@ def test_example_config_is_valid() -> None:
     ("[defaults]\nreconnect_max = 0.01\n", 2, "defaults.reconnect_max",
      ">= reconnect_initial"),
     ("[defaults]\nreconnect_max = 0\n", 2, "defaults.reconnect_max", "out of range"),
+    ("[defaults]\nbatch_wait_us = 1001\n", 2, "defaults.batch_wait_us", "out of range"),
+    ("[defaults]\nbatch_wait_us = 2.5\n", 2, "defaults.batch_wait_us", "integer"),
     ("[defaults]\nbind = \"eth0\"\n", 2, "defaults.bind", "IP address"),
     ("[daemon]\nmetrics = \"localhost:x\"\n", 2, "daemon.metrics", "not a port number"),
     ("[daemon]\nstop_timeout = true\n", 2, "daemon.stop_timeout", "must be a number"),

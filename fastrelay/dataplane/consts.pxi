@@ -24,8 +24,20 @@ cdef enum:
     BATCH_MAX = STREAM_READ // (HDR_LEN + FRAME_MIN) + 1
     # iovecs per sendmsg()/writev() (the kernel's UIO_MAXIOV).
     IOV_MAX = 1024
-    # Ready events handled per Hub.poll().
+    # Ready events handled per Hub.poll() round.
     EVENTS_MAX = 64
+    # Batch wait (Hub.batch_wait): a hub that has just forwarded a few frames from the same
+    # port as in its previous round, which ended less than LINGER_GAP_FACTOR waits ago,
+    # waits once more before looking again, up to LINGER_ROUNDS times per poll() (so the
+    # control plane's loop still runs at least every LINGER_ROUNDS waits). A round of
+    # LINGER_FRAMES frames or more is batching already and never waits.
+    LINGER_GAP_FACTOR = 5
+    LINGER_ROUNDS = 64
+    LINGER_FRAMES = 16
+    # The default wait (ns) and the largest allowed (a wait is latency added to the frames
+    # that arrive during it, and nothing else).
+    LINGER_DEFAULT_NS = 20000
+    LINGER_MAX_NS = 1000000
     # UDP GSO (UDP_SEGMENT) on send: segments per message (the kernel's UDP_MAX_SEGMENTS:
     # 64 before Linux 6.x raised it to 128; we send at most the lower figure) and bytes per
     # message (an IPv4 datagram's payload limit). Receiving, UDP_GRO may hand over any

@@ -20,7 +20,17 @@ cdef class Hub:
         epoll_event *events      # owned storage for epoll_wait
         char *rxbuf              # owned; STREAM_BUF bytes every stream port reads into (one
                                  # at a time; frames in it are valid until forward() returns)
+        int64_t linger_ns        # batch wait (see poll()); 0: never wait
+        void *round_reader       # identity only (never dereferenced): the port that forwarded
+                                 # in this round, NULL if none
+        bint round_mixed         # more than one port forwarded in this round
+        Py_ssize_t round_frames  # frames forwarded in this round
+        void *last_reader        # round_reader of the previous round (NULL if none or mixed)
+        int64_t last_round_end   # monotonic ns when the previous round ended
+        readonly uint64_t waits  # batch waits taken (counted for stats)
 
+    cdef int poll_round(self) except -1
+    cdef bint should_linger(self, int64_t started) noexcept
     cdef FrameBatch *new_batch(self)
     cdef int forward(self, Port src, FrameBatch *batch) except -1
     cdef bint should_read(self, Port src)

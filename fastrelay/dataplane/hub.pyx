@@ -153,15 +153,81 @@ cdef class Hub:
             # has gone through its events (each names its port by a borrowed pointer).
             self.closing = []
 
+    @property
+    def batch_wait(self):
+        """Seconds a streaming hub waits for more frames before it looks again (see poll())."""
+        return self.linger_ns / 1e9
+
+    @batch_wait.setter
+    def batch_wait(self, double seconds):
+        if not 0 <= seconds * 1e9 <= LINGER_MAX_NS:
+            raise ValueError(f"batch wait {seconds * 1e6:g} us out of range: "
+                             f"0..{LINGER_MAX_NS // 1000} us")
+        self.linger_ns = <int64_t>(seconds * 1e9)
+        if self.linger_ns:
+            # The calling thread's timer slack (50 us by default) would stretch every wait
+            # by up to that much: ask for a tenth of the wait. poll() runs on this thread.
+            prctl(PR_SET_TIMERSLACK, max(1000, self.linger_ns // 10), 0, 0, 0)
+
     def poll(self):
-        """Handle every ready port once; call when fileno() is readable. Returns events handled."""
+        """Handle every ready port; call when fileno() is readable. Returns events handled.
+
+        Batch wait. A sender that writes one datagram (or one stream record) per frame, as
+        qemu does, wakes a relay that keeps up with it once per frame, and the wake-up
+        (epoll, the event loop, the call into the data plane) then costs more than the
+        frame. So when a round has forwarded only a few frames (fewer than LINGER_FRAMES),
+        all from the port that forwarded in the round before, which ended only just before
+        (less than LINGER_GAP_FACTOR waits ago), the hub waits `batch_wait` and looks
+        again: the frames that came meanwhile are read, and sent, as one batch. What was
+        read is always forwarded before the wait, so a frame waits at most batch_wait, and
+        only when a port streams: request and response (a ping, a TCP ack) come from
+        alternating ports and never wait. At most LINGER_ROUNDS waits per call, then the
+        control plane's loop runs.
+        """
+        cdef int n, total, rounds = 0
+        cdef int64_t started
+        if self.polling:
+            # From a callback: a nested epoll_wait() would overwrite the events being handled.
+            raise RuntimeError("Hub.poll() called from inside Hub.poll()")
+        cdef timespec wait
+        started = monotonic_ns() if self.linger_ns else 0
+        total = n = self.poll_round()
+        while n and rounds < LINGER_ROUNDS and self.should_linger(started):
+            wait.tv_sec = 0
+            wait.tv_nsec = self.linger_ns
+            with nogil:
+                clock_nanosleep(CLOCK_MONOTONIC, 0, &wait, NULL)
+            self.waits += 1
+            rounds += 1
+            started = monotonic_ns()
+            n = self.poll_round()
+            total += n
+        return total
+
+    cdef bint should_linger(self, int64_t started) noexcept:
+        """Should the round that began at `started` and just ended be followed by a wait?
+
+        Also closes the round: its reader becomes the previous round's."""
+        cdef void *reader = NULL if self.round_mixed else self.round_reader
+        cdef bint linger = (self.linger_ns != 0 and reader != NULL
+                            and reader == self.last_reader
+                            and self.round_frames < LINGER_FRAMES
+                            and started - self.last_round_end
+                                < LINGER_GAP_FACTOR * self.linger_ns)
+        self.last_reader = reader
+        if self.linger_ns:
+            self.last_round_end = monotonic_ns()
+        return linger
+
+    cdef int poll_round(self) except -1:
+        """One epoll_wait() (not blocking) and its events; returns the events handled."""
         cdef int n, i
         cdef uint32_t ev
         cdef uint64_t data
         cdef Port port
-        if self.polling:
-            # From a callback: a nested epoll_wait() would overwrite the events being handled.
-            raise RuntimeError("Hub.poll() called from inside Hub.poll()")
+        self.round_reader = NULL
+        self.round_mixed = False
+        self.round_frames = 0
         n = epoll_wait(self.epfd, self.events, EVENTS_MAX, 0)
         if n < 0:
             if errno == EINTR:
@@ -200,6 +266,7 @@ cdef class Hub:
             self.polling = False
             if self.closing:
                 self.closing = []
+                self.round_mixed = True  # a port left: never wait on its identity
             if self.switch.ev_count and self.on_event is not None:
                 self.on_event(self.switch.drain_events())
         return n
@@ -266,6 +333,11 @@ cdef class Hub:
         cdef int64_t when = 0
         src.rx_frames += batch.count
         src.rx_bytes += batch.nbytes
+        if self.round_reader == NULL:
+            self.round_reader = <void *>src
+        elif self.round_reader != <void *>src:
+            self.round_mixed = True
+        self.round_frames += batch.count
         if self.captures:
             when = realtime_ns()
             for cap in self.captures:

@@ -192,6 +192,15 @@ cdef extern from "<time.h>" nogil:
         long tv_nsec
 
     int clock_gettime(int clk_id, timespec *tp)
+    int clock_nanosleep(int clk_id, int flags, const timespec *request, timespec *remain)
     enum:
         CLOCK_MONOTONIC
         CLOCK_REALTIME
+
+
+cdef extern from "<sys/prctl.h>" nogil:
+    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
+              unsigned long arg5)
+    enum:
+        PR_SET_TIMERSLACK
+        PR_GET_TIMERSLACK

@@ -1,0 +1,152 @@
+"""Batch wait: a port streaming one frame per datagram is read in batches; replies never wait."""
+
+from __future__ import annotations
+
+import select
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fastrelay._core import DatagramPort, Hub
+from peers import LOOP4, DgramPeer, make_frame
+
+from conftest import RelayProcess
+
+# The wait the tests ask for: far longer than the sender's gaps, so that what one wait
+# gathers does not depend on how busy the machine is.
+WAIT = 1e-3
+ROUNDS_MAX = 64  # LINGER_ROUNDS (dataplane/consts.pxi)
+
+
+def udp_socket() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((LOOP4, 0))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    s.setblocking(False)
+    return s
+
+
+def two_port_hub(a: DgramPeer, b: DgramPeer, wait: float) -> tuple[Hub, DatagramPort, DatagramPort]:
+    """A hub of two UDP ports, each sending to its peer; the peers are pointed at them."""
+    hub = Hub()
+    hub.batch_wait = wait
+    ports = []
+    for name, peer in (("a", a), ("b", b)):
+        s = udp_socket()
+        peer.peer = s.getsockname()
+        ports.append(DatagramPort(s.detach(), name, peer=(LOOP4, peer.port)))
+        hub.add(ports[-1])
+    return hub, ports[0], ports[1]
+
+
+def paced_sender(dest: tuple[str, int], count: int, gap: float) -> subprocess.Popen[bytes]:
+    """A process sending `count` 1000-byte frames to dest, one sendto() each, `gap` s apart."""
+    code = (
+        "import socket, sys, time\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"for i in range({count}):\n"
+        "    s.sendto(i.to_bytes(4, 'big') * 250, (sys.argv[1], int(sys.argv[2])))\n"
+        f"    time.sleep({gap})\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code, dest[0], str(dest[1])])
+
+
+def pump(hub: Hub, until: float, per_poll: list[int] | None = None,
+         until_frames: tuple[DatagramPort, int] | None = None) -> None:
+    """Call hub.poll() whenever its fd is readable, until the monotonic time `until` (or
+    until the port of until_frames has read that many frames)."""
+    ep = select.epoll()
+    ep.register(hub.fileno(), select.EPOLLIN)
+    try:
+        while time.monotonic() < until:
+            if until_frames is not None and until_frames[0].stats()["rx_frames"] >= until_frames[1]:
+                return
+            if ep.poll(0.05):
+                before = hub.waits
+                hub.poll()
+                if per_poll is not None:
+                    per_poll.append(hub.waits - before)
+    finally:
+        ep.close()
+
+
+def test_a_streaming_port_is_read_in_batches_in_order_and_complete() -> None:
+    a, b = DgramPeer(), DgramPeer()
+    hub, pa, pb = two_port_hub(a, b, WAIT)
+    count = 400
+    sender = paced_sender(a.peer, count, 0.0002)
+    try:
+        pump(hub, time.monotonic() + 20, until_frames=(pa, count))
+    finally:
+        sender.wait(20)
+    got = b.recv(count, timeout=5)
+    assert [int.from_bytes(f[:4], "big") for f in got] == list(range(count))
+    assert hub.waits > 0
+    # Frames gathered by a wait leave as one GSO message: proof they were sent as a batch.
+    assert pb.stats()["gso_messages"] > 0
+
+
+def test_request_and_response_never_wait() -> None:
+    a, b = DgramPeer(), DgramPeer()
+    hub, _, _ = two_port_hub(a, b, WAIT)
+    ep = select.epoll()
+    ep.register(hub.fileno(), select.EPOLLIN)
+    try:
+        for i in range(200):
+            for src, dst in ((a, b), (b, a)):
+                frame = make_frame(100, i)
+                src.send([frame])
+                while not ep.poll(1.0):
+                    pass
+                hub.poll()
+                assert dst.recv(1) == [frame]
+    finally:
+        ep.close()
+    assert hub.waits == 0
+
+
+def test_no_wait_when_turned_off() -> None:
+    a, b = DgramPeer(), DgramPeer()
+    hub, pa, _ = two_port_hub(a, b, 0.0)
+    sender = paced_sender(a.peer, 200, 0.0002)
+    try:
+        pump(hub, time.monotonic() + 0.5)
+    finally:
+        sender.wait(20)
+    pump(hub, time.monotonic() + 0.2)
+    assert pa.stats()["rx_frames"] == 200
+    assert hub.waits == 0
+
+
+def test_one_poll_waits_a_bounded_number_of_times() -> None:
+    # A sender that never stops for long would keep a waiting hub inside poll() for ever;
+    # the control plane's loop must get its turn after at most ROUNDS_MAX waits.
+    a, b = DgramPeer(), DgramPeer()
+    hub, pa, _ = two_port_hub(a, b, WAIT)
+    sender = paced_sender(a.peer, 3000, 0.0001)
+    per_poll: list[int] = []
+    try:
+        pump(hub, time.monotonic() + 1.5, per_poll)
+    finally:
+        sender.kill()
+        sender.wait(5)
+    assert max(per_poll) <= ROUNDS_MAX
+    assert sum(per_poll) == hub.waits > ROUNDS_MAX  # it did keep waiting, across polls
+
+
+@pytest.mark.parametrize("seconds", [-1e-6, 1.001e-3, float("inf"), float("nan")])
+def test_wait_out_of_range_is_refused(seconds: float) -> None:
+    hub = Hub()
+    with pytest.raises(ValueError, match="batch wait"):
+        hub.batch_wait = seconds
+    assert hub.batch_wait == 0
+
+
+def test_cli_refuses_a_wait_out_of_range() -> None:
+    proc = RelayProcess(["--batch-wait-us", "5000", "-l", "5999"])
+    assert proc.wait() == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) >= 1 and "--batch-wait-us" in err[-1] and "5000" in err[-1]
