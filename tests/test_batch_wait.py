@@ -9,11 +9,10 @@ import sys
 import time
 
 import pytest
-
-from fastrelay._core import DatagramPort, Hub
+from conftest import RelayProcess
 from peers import LOOP4, DgramPeer, make_frame
 
-from conftest import RelayProcess
+from fastrelay._core import DatagramPort, Hub
 
 # The wait the tests ask for: far longer than the sender's gaps, so that what one wait
 # gathers does not depend on how busy the machine is.
@@ -125,7 +124,7 @@ def test_one_poll_waits_a_bounded_number_of_times() -> None:
     # A sender that never stops for long would keep a waiting hub inside poll() for ever;
     # the control plane's loop must get its turn after at most ROUNDS_MAX waits.
     a, b = DgramPeer(), DgramPeer()
-    hub, pa, _ = two_port_hub(a, b, WAIT)
+    hub, _, _ = two_port_hub(a, b, WAIT)
     sender = paced_sender(a.peer, 3000, 0.0001)
     per_poll: list[int] = []
     try:
