@@ -107,6 +107,31 @@ def test_request_and_response_never_wait() -> None:
     assert hub.waits == 0
 
 
+def test_a_burst_waits_even_from_two_ports() -> None:
+    # Two frames in one round mean more are likely on the way (qemu flushes a guest's
+    # queue in a burst), whichever ports they came from. The round before must have been
+    # recent (within two waits): tried a few times, in case this process was descheduled.
+    a, b = DgramPeer(), DgramPeer()
+    hub, _, _ = two_port_hub(a, b, WAIT)
+    ep = select.epoll()
+    ep.register(hub.fileno(), select.EPOLLIN)
+    try:
+        for i in range(20):
+            a.send([make_frame(100, i)])
+            ep.poll(1.0)
+            hub.poll()
+            a.send([make_frame(100, i)])
+            b.send([make_frame(100, i)])
+            time.sleep(0.0002)  # both in the sockets before the round
+            hub.poll()
+            if hub.waits:
+                break
+    finally:
+        ep.close()
+    assert hub.waits >= 1
+    assert len(a.recv(i + 1)) == i + 1 and len(b.recv(2 * (i + 1))) == 2 * (i + 1)
+
+
 def test_no_wait_when_turned_off() -> None:
     a, b = DgramPeer(), DgramPeer()
     hub, pa, _ = two_port_hub(a, b, 0.0)

@@ -31,7 +31,7 @@ cdef enum:
     # waits once more before looking again, up to LINGER_ROUNDS times per poll() (so the
     # control plane's loop still runs at least every LINGER_ROUNDS waits). A round of
     # LINGER_FRAMES frames or more is batching already and never waits.
-    LINGER_GAP_FACTOR = 5
+    LINGER_GAP_FACTOR = 2
     LINGER_ROUNDS = 64
     LINGER_FRAMES = 16
     # The default wait (ns) and the largest allowed (a wait is latency added to the frames

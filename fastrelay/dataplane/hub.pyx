@@ -175,14 +175,14 @@ cdef class Hub:
         Batch wait. A sender that writes one datagram (or one stream record) per frame, as
         qemu does, wakes a relay that keeps up with it once per frame, and the wake-up
         (epoll, the event loop, the call into the data plane) then costs more than the
-        frame. So when a round has forwarded only a few frames (fewer than LINGER_FRAMES),
-        all from the port that forwarded in the round before, which ended only just before
-        (less than LINGER_GAP_FACTOR waits ago), the hub waits `batch_wait` and looks
-        again: the frames that came meanwhile are read, and sent, as one batch. What was
-        read is always forwarded before the wait, so a frame waits at most batch_wait, and
-        only when a port streams: request and response (a ping, a TCP ack) come from
-        alternating ports and never wait. At most LINGER_ROUNDS waits per call, then the
-        control plane's loop runs.
+        frame. So when a round has forwarded only a few frames (fewer than LINGER_FRAMES)
+        just after the round before (less than LINGER_GAP_FACTOR waits later), and they
+        were a burst (two or more) or a stream (one, from the port that forwarded in the
+        round before), the hub waits `batch_wait` and looks again: the frames that came
+        meanwhile are read, and sent, as one batch. What was read is always forwarded
+        before the wait, so a frame waits at most batch_wait; one frame in flight at a
+        time (a ping, request and response) comes from alternating ports and never waits.
+        At most LINGER_ROUNDS waits per call, then the control plane's loop runs.
         """
         cdef int n, total, rounds = 0
         cdef int64_t started
@@ -207,11 +207,15 @@ cdef class Hub:
     cdef bint should_linger(self, int64_t started) noexcept:
         """Should the round that began at `started` and just ended be followed by a wait?
 
-        Also closes the round: its reader becomes the previous round's."""
+        Yes when it forwarded a few frames (fewer than LINGER_FRAMES) soon after the round
+        before (LINGER_GAP_FACTOR waits), and either several of them (a burst: more is
+        likely on its way) or one from the same port as the round before (a stream). One
+        frame after one frame from another port is a reply: it never waits. Also closes
+        the round: its reader becomes the previous round's."""
         cdef void *reader = NULL if self.round_mixed else self.round_reader
-        cdef bint linger = (self.linger_ns != 0 and reader != NULL
-                            and reader == self.last_reader
-                            and self.round_frames < LINGER_FRAMES
+        cdef bint linger = (self.linger_ns != 0 and self.round_frames < LINGER_FRAMES
+                            and (self.round_frames >= 2
+                                 or (reader != NULL and reader == self.last_reader))
                             and started - self.last_round_end
                                 < LINGER_GAP_FACTOR * self.linger_ns)
         self.last_reader = reader
