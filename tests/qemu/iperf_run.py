@@ -1,6 +1,7 @@
 """Guest-to-guest iperf3 throughput over direct qemu links and through fastrelay (a script, not a test).
 
-    python -m tests.qemu.iperf_run [--time 10] [--mtu 1500] [--modes direct-udp,relay-tcp-hub] [--json out.json]
+    python -m tests.qemu.iperf_run [--time 10] [--mtu 1500] [--modes direct-udp,relay-tcp-hub]
+                                   [--rounds N] [--json out.json]
 
 Under TCG the two guests use both cores, so Gbit/s mostly measures qemu; the number
 that tells relays apart is the relay's own CPU time per GB carried (utime + stime from
@@ -31,6 +32,21 @@ from .harness import (
 MODES = ["direct-udp", "direct-tcp", "relay-tcp-hub", "relay-tcp-p2p", "relay-udp-p2p"]
 
 
+def udp_drops() -> dict[int, int]:
+    """{local UDP port: datagrams its socket dropped} (the kernel's count of what arrived
+    to a full receive buffer), from /proc/net/udp; sockets bound to 127.0.0.1 or to every
+    address (the relay's, without --bind)."""
+    out: dict[int, int] = {}
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            addr, port = fields[1].split(":")
+            if addr in ("0100007F", "00000000"):
+                out[int(port, 16)] = int(fields[12])
+    return out
+
+
 def run_mode(mode: str, seconds: int, mtu: int, workdir: Path) -> dict[str, object]:
     """One iperf3 run between two fresh guests; returns the measurements as a dict."""
     image = ensure_image("cloud", log=lambda m: print(m, file=sys.stderr))
@@ -38,9 +54,11 @@ def run_mode(mode: str, seconds: int, mtu: int, workdir: Path) -> dict[str, obje
     # A quiet relay: -vv's once-a-second counters would count in its CPU time.
     with Lab(image, workdir, relay_verbose=False) as lab:
         relay = None
+        watch: dict[str, int] = {}  # who owns a UDP socket -> its local port
         if mode == "direct-udp":
             pa, pb = free_port("udp"), free_port("udp")
             nd_a, nd_b = nd_socket_udp(pb, pa), nd_socket_udp(pa, pb)
+            watch = {"client": pa, "server": pb}
         elif mode == "direct-tcp":
             port = free_port()
             nd_a, nd_b = nd_socket_connect(port), nd_socket_listen(port)
@@ -59,6 +77,7 @@ def run_mode(mode: str, seconds: int, mtu: int, workdir: Path) -> dict[str, obje
             relay.wait_listening(ra, "udp")
             relay.wait_listening(rb, "udp")
             nd_a, nd_b = nd_socket_udp(ra, ga), nd_socket_udp(rb, gb)
+            watch = {"client": ga, "server": gb, "relay": ra, "relay ": rb}
         else:
             raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
 
@@ -79,8 +98,10 @@ def run_mode(mode: str, seconds: int, mtu: int, workdir: Path) -> dict[str, obje
             relay = lab.relay(f"127.0.0.1:{pa}", f"127.0.0.1:{pb}")
         a.wait_for(r"^FR-RESULT reach .*ok=1", 60)
         cpu0 = relay.cpu_seconds() if relay else 0.0
+        drops0 = udp_drops()
         a.wait_for(r"^FR-(RESULT iperf|ERROR iperf)", seconds + 60)
         cpu1 = relay.cpu_seconds() if relay else 0.0
+        drops1 = udp_drops()
         res = a.results("iperf")
         if not res:
             raise RuntimeError(f"{mode}: iperf3 failed\n{a.tail()}")
@@ -94,6 +115,14 @@ def run_mode(mode: str, seconds: int, mtu: int, workdir: Path) -> dict[str, obje
             "retransmits": int(res[0].get("retransmits") or 0),
             "gbytes": round(gbytes, 3),
         }
+        if watch:
+            # Datagrams lost to full receive buffers during the run, per socket owner
+            # ("relay" sums the relay's two sockets).
+            drops: dict[str, int] = {}
+            for who, port in watch.items():
+                lost = drops1.get(port, 0) - drops0.get(port, 0)
+                drops[who.strip()] = drops.get(who.strip(), 0) + lost
+            out["udp_drops"] = drops
         if relay:
             cpu = cpu1 - cpu0
             out["relay_cpu_s"] = round(cpu, 3)
@@ -109,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mtu", type=int, default=1500, help="guest MTU (default 1500)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma list from {','.join(MODES)}")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the modes this many times, in reverse order every other round "
+                         "(default 1); every run is reported, with its round")
     args = ap.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
@@ -118,21 +150,27 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     print(f"{'mode':<15} {'Gbit/s':>7} {'retr':>6} {'relay cpu-s':>11} {'cpu-s/GB':>9}")
     # Same host-wide lock as the tests: one guest pair at a time.
+    # Alternating the order spreads whatever the machine does meanwhile over every mode.
+    runs = [(rnd, mode) for rnd in range(args.rounds)
+            for mode in (modes if rnd % 2 == 0 else modes[::-1])]
     with guest_lock(), tempfile.TemporaryDirectory(prefix="fastrelay-iperf-") as tmp:
-        for mode in modes:
-            wd = Path(tmp) / mode
+        for i, (rnd, mode) in enumerate(runs):
+            wd = Path(tmp) / f"{i}-{mode}"
             wd.mkdir()
             try:
                 r = run_mode(mode, args.time, args.mtu, wd)
             except (BuildError, RuntimeError, AssertionError) as e:
                 print(f"{mode:<15} failed: {e}", file=sys.stderr)
-                results.append({"mode": mode, "error": str(e).splitlines()[0]})
+                results.append({"mode": mode, "round": rnd, "error": str(e).splitlines()[0]})
                 continue
+            r["round"] = rnd
             results.append(r)
             cpu = r.get("relay_cpu_s", "-")
             per = r.get("relay_cpu_s_per_gb", "-")
+            drops: dict[str, int] = r.get("udp_drops") or {}  # type: ignore[assignment]
             print(
-                f"{mode:<15} {r['gbit_per_s']:>7.3f} {r['retransmits']:>6} {cpu!s:>11} {per!s:>9}",
+                f"{mode:<15} {r['gbit_per_s']:>7.3f} {r['retransmits']:>6} {cpu!s:>11} {per!s:>9}"
+                + "".join(f" {who}-drops={n}" for who, n in drops.items()),
                 flush=True,
             )
     if args.json:
