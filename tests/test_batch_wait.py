@@ -18,6 +18,7 @@ from fastrelay._core import DatagramPort, Hub
 # gathers does not depend on how busy the machine is.
 WAIT = 1e-3
 ROUNDS_MAX = 64  # LINGER_ROUNDS (dataplane/consts.pxi)
+BACKOFF = 16     # LINGER_BACKOFF
 
 
 def udp_socket() -> socket.socket:
@@ -130,6 +131,27 @@ def test_a_burst_waits_even_from_two_ports() -> None:
         ep.close()
     assert hub.waits >= 1
     assert len(a.recv(i + 1)) == i + 1 and len(b.recv(2 * (i + 1))) == 2 * (i + 1)
+
+
+def test_one_frame_in_flight_one_way_rarely_waits() -> None:
+    # A sender that sends its next frame only once the last has arrived, its answer not
+    # passing through the hub: a wait gathers nothing, so after one the hub stops waiting
+    # for BACKOFF rounds (each wait would add its whole length to every frame).
+    a, b = DgramPeer(), DgramPeer()
+    hub, _, _ = two_port_hub(a, b, WAIT)
+    ep = select.epoll()
+    ep.register(hub.fileno(), select.EPOLLIN)
+    try:
+        for i in range(100):
+            frame = make_frame(100, i)
+            a.send([frame])
+            while not ep.poll(1.0):
+                pass
+            hub.poll()
+            assert b.recv(1) == [frame]
+    finally:
+        ep.close()
+    assert 1 <= hub.waits <= 100 // BACKOFF + 1
 
 
 def test_no_wait_when_turned_off() -> None:

@@ -34,6 +34,8 @@ cdef enum:
     LINGER_GAP_FACTOR = 2
     LINGER_ROUNDS = 64
     LINGER_FRAMES = 16
+    # Rounds without a wait after a wait that gathered fewer than two frames.
+    LINGER_BACKOFF = 16
     # The default wait (ns) and the largest allowed (a wait is latency added to the frames
     # that arrive during it, and nothing else).
     LINGER_DEFAULT_NS = 20000

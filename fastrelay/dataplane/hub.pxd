@@ -28,9 +28,10 @@ cdef class Hub:
         void *last_reader        # round_reader of the previous round (NULL if none or mixed)
         int64_t last_round_end   # monotonic ns when the previous round ended
         readonly uint64_t waits  # batch waits taken (counted for stats)
+        int linger_skip          # rounds left that may not wait (after a wait gathered little)
 
     cdef int poll_round(self) except -1
-    cdef bint should_linger(self, int64_t started) noexcept
+    cdef bint should_linger(self, int64_t started, bint after_wait) noexcept
     cdef FrameBatch *new_batch(self)
     cdef int forward(self, Port src, FrameBatch *batch) except -1
     cdef bint should_read(self, Port src)

@@ -181,8 +181,10 @@ cdef class Hub:
         round before), the hub waits `batch_wait` and looks again: the frames that came
         meanwhile are read, and sent, as one batch. What was read is always forwarded
         before the wait, so a frame waits at most batch_wait; one frame in flight at a
-        time (a ping, request and response) comes from alternating ports and never waits.
-        At most LINGER_ROUNDS waits per call, then the control plane's loop runs.
+        time (a ping, request and response) comes from alternating ports and never waits,
+        and a wait that gathers fewer than two frames stops waiting for a while (see
+        should_linger). At most LINGER_ROUNDS waits per call, then the control plane's
+        loop runs.
         """
         cdef int n, total, rounds = 0
         cdef int64_t started
@@ -192,7 +194,7 @@ cdef class Hub:
         cdef timespec wait
         started = monotonic_ns() if self.linger_ns else 0
         total = n = self.poll_round()
-        while n and rounds < LINGER_ROUNDS and self.should_linger(started):
+        while rounds < LINGER_ROUNDS and self.should_linger(started, rounds > 0):
             wait.tv_sec = 0
             wait.tv_nsec = self.linger_ns
             with nogil:
@@ -204,14 +206,16 @@ cdef class Hub:
             total += n
         return total
 
-    cdef bint should_linger(self, int64_t started) noexcept:
+    cdef bint should_linger(self, int64_t started, bint after_wait) noexcept:
         """Should the round that began at `started` and just ended be followed by a wait?
 
         Yes when it forwarded a few frames (fewer than LINGER_FRAMES) soon after the round
         before (LINGER_GAP_FACTOR waits), and either several of them (a burst: more is
         likely on its way) or one from the same port as the round before (a stream). One
-        frame after one frame from another port is a reply: it never waits. Also closes
-        the round: its reader becomes the previous round's."""
+        frame after one frame from another port is a reply: it never waits. A wait that
+        gathered fewer than two frames bought nothing (a sparse stream, or one frame in
+        flight whose answer does not pass here): the next LINGER_BACKOFF rounds do not
+        wait. Also closes the round: its reader becomes the previous round's."""
         cdef void *reader = NULL if self.round_mixed else self.round_reader
         cdef bint linger = (self.linger_ns != 0 and self.round_frames < LINGER_FRAMES
                             and (self.round_frames >= 2
@@ -219,8 +223,15 @@ cdef class Hub:
                             and started - self.last_round_end
                                 < LINGER_GAP_FACTOR * self.linger_ns)
         self.last_reader = reader
-        if self.linger_ns:
-            self.last_round_end = monotonic_ns()
+        if not self.linger_ns:
+            return False
+        self.last_round_end = monotonic_ns()
+        if after_wait and self.round_frames < 2:
+            self.linger_skip = LINGER_BACKOFF
+            return False
+        if self.linger_skip:
+            self.linger_skip -= 1
+            return False
         return linger
 
     cdef int poll_round(self) except -1:
