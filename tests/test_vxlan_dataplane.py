@@ -8,8 +8,17 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from vxlan_peers import (IP_MTU_DISCOVER, IP_PMTUDISC_DO, IPV6_MTU, IPV6_MTU_DISCOVER,
-                         IPV6_PMTUDISC_DO, FakeVtep, HubRig, udp_socket, vxlan_header)
+from vxlan_peers import (
+    IP_MTU_DISCOVER,
+    IP_PMTUDISC_DO,
+    IPV6_MTU,
+    IPV6_MTU_DISCOVER,
+    IPV6_PMTUDISC_DO,
+    FakeVtep,
+    HubRig,
+    udp_socket,
+    vxlan_header,
+)
 
 BCAST = b"\xff" * 6
 A, B, C = (bytes.fromhex(f"02000000000{c}") for c in "abc")

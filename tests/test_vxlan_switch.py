@@ -63,7 +63,7 @@ def test_a_mac_moving_between_remotes_of_one_port_is_no_port_move() -> None:
 def test_one_batch_can_move_a_mac_between_remotes() -> None:
     """Two frames from one MAC in one batch, from two remotes: the last one wins (the
     source-repeat shortcut must not skip the second)."""
-    sw, vx, plain = rig()
+    sw, vx, _ = rig()
     sw.decide(vx, [frame(BCAST, A), frame(BCAST, A)], T0, remotes=[2, 5])
     assert sw.fdb.lookup_mac(A, 0, T0, with_remote=True) == (vx, 5)
 
@@ -104,7 +104,7 @@ def test_a_plain_destination_never_sees_a_remote() -> None:
 
 
 def test_a_frame_to_a_mac_behind_vxlan_from_vxlan_is_filtered() -> None:
-    sw, vx, plain = rig()
+    sw, vx, _ = rig()
     sw.decide(vx, [frame(BCAST, A)], T0, remotes=[0])
     assert sw.decide(vx, [frame(A, B)], T0, remotes=[1]) == [set()]
     assert sw.port_stats(vx)["filtered"] == 1
