@@ -146,6 +146,29 @@ def test_two_relays_joined_only_by_vxlan(relay_process) -> None:  # type: ignore
     gb.expect_silence(0.1)
 
 
+def test_point_to_point_floods_to_every_remote_endpoint(relay_process) -> None:  # type: ignore[no-untyped-def]
+    """Point to point (and a hub) never learn where to send: every frame goes to every
+    remote endpoint, and every remote endpoint's frames reach the other side."""
+    v1, v2 = FakeVtep("127.0.0.2"), FakeVtep("127.0.0.3")
+    guest = DgramPeer()
+    vport, uport = free_port(kind=socket.SOCK_DGRAM), free_port(kind=socket.SOCK_DGRAM)
+    (h1, p1), (h2, p2) = v1.address, v2.address
+    relay_process(f"{uport}:{LOOP4}:{guest.port}", f"vxlan:7:{vport}:{h1}:{p1},peer={h2}:{p2}")
+    wait_bound(vport, socket.SOCK_DGRAM)
+    wait_bound(uport, socket.SOCK_DGRAM)
+    guest.peer = (LOOP4, uport)
+    v1.to = v2.to = (LOOP4, vport)
+    v1.vni = v2.vni = 7
+    frames = [make_frame(1500, i, src=b"\x02\x00\x00\x00\x00\x0a") for i in range(3)]
+    v1.send(frames[:1])
+    assert guest.recv(1) == frames[:1]
+    unicast = b"\x02\x00\x00\x00\x00\x0a" + frames[1][6:]  # to the MAC behind VTEP 1
+    guest.send([unicast, frames[2]])
+    assert v1.recv(2) == [unicast, frames[2]] and v2.recv(2) == [unicast, frames[2]]
+    v2.send(frames[1:2])
+    assert guest.recv(1) == frames[1:2]
+
+
 def test_daemon_reports_vxlan_counters_in_stats_and_metrics(daemon_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
     ctl = str(tmp_path / "ctl.sock")
     vtep = FakeVtep("127.0.0.2")
