@@ -81,9 +81,12 @@ cdef class MacTable:
             if i == self.nslots:
                 i = 0
 
-    cdef int32_t lookup(self, uint64_t key, uint32_t now) noexcept nogil:
-        """The port key was last seen on, or -1 if unknown (or expired)."""
+    cdef int32_t lookup(self, uint64_t key, uint32_t now, int32_t *remote) noexcept nogil:
+        """The port key was last seen on, or -1 if unknown (or expired); *remote (when
+        not NULL) becomes the remote endpoint behind that port (-1: none, or unknown)."""
         cdef FdbEntry *e = self.find(key, now)
+        if remote != NULL:
+            remote[0] = -1 if e == NULL else e.remote
         return -1 if e == NULL else e.port
 
     cdef int learn(self, uint64_t key, int32_t port, int32_t remote, uint32_t now,
@@ -193,16 +196,18 @@ cdef class MacTable:
 
     # Python view, for stats and tests (never on the data path).
 
-    def entries(self, int64_t now):
-        """[(MAC text, VLAN id, port, age in seconds)] of the live entries; now in ns."""
+    def entries(self, int64_t now, bint with_remote=False):
+        """[(MAC text, VLAN id, port, age in seconds)] of the live entries; now in ns.
+        with_remote: each with the remote endpoint behind the port too (-1: none)."""
         cdef uint32_t t = ns_to_ms(now), i
         cdef FdbEntry *e
         out = []
         for i in range(self.nslots):
             e = &self.slots[i]
             if e.key != 0 and ms_since(t, e.seen) <= self.max_age:
-                out.append((mac_text((e.key & ~FDB_USED) >> FDB_VLAN_BITS),
-                            <int>(e.key & FDB_VLAN_MASK), e.port, ms_since(t, e.seen) / 1000.0))
+                row = (mac_text((e.key & ~FDB_USED) >> FDB_VLAN_BITS),
+                       <int>(e.key & FDB_VLAN_MASK), e.port, ms_since(t, e.seen) / 1000.0)
+                out.append(row + (e.remote,) if with_remote else row)
         return out
 
     def dump(self):
@@ -229,9 +234,13 @@ cdef class MacTable:
                        &old_port, &old_seen)
         return LEARN_NAMES[r], old_port
 
-    def lookup_mac(self, mac, int vlan, int64_t now):
-        """lookup() for tests: the port, or -1."""
-        return self.lookup(fdb_key(mac_int(mac), vlan), ns_to_ms(now))
+    def lookup_mac(self, mac, int vlan, int64_t now, bint with_remote=False):
+        """lookup() for tests: the port, or -1; with_remote: (port, remote endpoint)."""
+        cdef int32_t remote = -1
+        cdef int32_t port = self.lookup(fdb_key(mac_int(mac), vlan), ns_to_ms(now), &remote)
+        if with_remote:
+            return port, remote
+        return port
 
     def sweep(self, int64_t now, uint32_t budget=FDB_AGE_BUDGET):
         """age(): one incremental step of `budget` slots; returns entries freed."""
