@@ -1,5 +1,5 @@
 # Declarations of the compiled data plane, one include per part (uvloop's layout).
-from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from fastrelay.includes.system cimport *
 from fastrelay.includes.tun cimport *
 from fastrelay.includes.openssl cimport *
@@ -14,6 +14,7 @@ include "dataplane/capture.pxd"
 include "dataplane/port.pxd"
 include "dataplane/hub.pxd"
 include "dataplane/dgram.pxd"
+include "dataplane/vxlan.pxd"
 include "dataplane/stream.pxd"
 include "dataplane/stdio.pxd"
 include "dataplane/tap.pxd"

@@ -8,6 +8,8 @@ DGRAM_MAX_LEN: int
 QUEUE_DEFAULT_BYTES: int
 QUEUE_BUDGET_DEFAULT_BYTES: int
 DEBUG_BUILD: bool  # built with FASTRELAY_DEBUG=1 (bounds checks, -O0 -g)
+VXLAN_VNI_MAX_VALUE: int    # the largest VNI (24 bits)
+VXLAN_PEERS_MAX_COUNT: int  # remote endpoints one VXLAN port may have
 TUN_CONSTANTS: dict[str, int]
 
 class FrameError(ValueError): ...
@@ -55,6 +57,7 @@ class Port:
     drop_bounds: int
     switch_id: int
     trunk: bool
+    overlay: bool
     def __init__(self, fd: int, name: str, *args: Any, queue_bytes: int = ...,
                  owns_fd: bool = ..., **kwargs: Any) -> None: ...
     @property
@@ -101,11 +104,26 @@ class DatagramPort(Port):
     last_send_errno: int
     rx_errors: int
     last_rx_errno: int
+    npeers: int
+    replicated: int
+    drop_mtu: int
     def __init__(self, fd: int, name: str, *args: Any, family: int = ..., peer: Any = None,
-                 learn_peer: bool = False, max_frame: int = ..., queue_bytes: int = ...,
+                 learn_peer: bool = False, peers: Sequence[Any] | None = None,
+                 max_frame: int = ..., queue_bytes: int = ...,
                  owns_fd: bool = ..., **kwargs: Any) -> None: ...
     @property
     def has_peer(self) -> bool: ...
+
+class VxlanPort(DatagramPort):
+    vni: int
+    npeers: int
+    replicated: int
+    drop_mtu: int
+    drop_vni: int
+    drop_foreign: int
+    def __init__(self, fd: int, name: str, *args: Any, family: int = ..., peers: Sequence[Any],
+                 vni: int = 0, max_frame: int = ..., queue_bytes: int = ...,
+                 owns_fd: bool = ..., **kwargs: Any) -> None: ...
 
 class StdioPort(Port):
     def __init__(self, fd: int, name: str, *args: Any, wfd: int = -1, max_frame: int = ...,
@@ -158,7 +176,8 @@ class MacTable:
     def dump(self) -> list[tuple[int, int, int, int]]: ...
     def learn_mac(self, mac: bytes | str, vlan: int, port: int, now: int,
                   remote: int = -1) -> tuple[str, int]: ...
-    def lookup_mac(self, mac: bytes | str, vlan: int, now: int) -> int: ...
+    def lookup_mac(self, mac: bytes | str, vlan: int, now: int,
+                   with_remote: bool = False) -> Any: ...
     def sweep(self, now: int, budget: int = ...) -> int: ...
     def sweep_all(self, now: int) -> int: ...
     def flush(self, port: int) -> int: ...
@@ -177,7 +196,7 @@ class Switch:
     def __init__(self, forwarding: bool = True, capacity: int = 65536, mac_age: float = 300.0,
                  move_threshold: int = 5, hold: float = 10.0,
                  dup_window: float = 2.0) -> None: ...
-    def attach(self, trunk: bool = False) -> int: ...
+    def attach(self, trunk: bool = False, overlay: bool = False) -> int: ...
     def detach(self, port: int) -> int: ...
     @property
     def port_ids(self) -> list[int]: ...
@@ -191,4 +210,8 @@ class Switch:
     def drain_events(self) -> list[SwitchEvent]: ...
     def tick(self, now: int) -> int: ...
     def decide(self, ingress: int, frames: Sequence[bytes], now: int,
-               with_vnet: bool = False) -> list[set[int]]: ...
+               with_vnet: bool = False,
+               remotes: Sequence[int] | None = None) -> list[set[int]]: ...
+    def decide_remotes(self, ingress: int, frames: Sequence[bytes], now: int,
+                       with_vnet: bool = False,
+                       remotes: Sequence[int] | None = None) -> list[dict[int, int]]: ...

@@ -4,7 +4,7 @@ import os
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_SetFromErrno
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
 
 include "dataplane/util.pxi"
 include "dataplane/errors.pyx"
@@ -14,6 +14,7 @@ include "dataplane/reassembler.pyx"
 include "dataplane/port.pyx"
 include "dataplane/hub.pyx"
 include "dataplane/dgram.pyx"
+include "dataplane/vxlan.pyx"
 include "dataplane/stream.pyx"
 include "dataplane/stdio.pyx"
 include "dataplane/tap.pyx"
@@ -28,11 +29,13 @@ DGRAM_MAX_LEN = DGRAM_MAX
 QUEUE_DEFAULT_BYTES = QUEUE_DEFAULT
 QUEUE_BUDGET_DEFAULT_BYTES = QUEUE_BUDGET_DEFAULT
 DEBUG_BUILD = bool(FASTRELAY_DEBUG)
+VXLAN_VNI_MAX_VALUE = VXLAN_VNI_MAX
+VXLAN_PEERS_MAX_COUNT = VXLAN_PEERS_MAX
 
 __all__ = (
-    "Hub", "Port", "StreamPort", "DatagramPort", "StdioPort", "TapPort", "FrameReassembler",
+    "Hub", "Port", "StreamPort", "DatagramPort", "VxlanPort", "StdioPort", "TapPort", "FrameReassembler",
     "QueueBudget", "MacTable", "TLSContext", "TLSSession", "TLSPort", "TLSError",
     "Switch", "Capture", "FrameError", "FRAME_MIN_LEN", "FRAME_MAX_LEN",
     "DGRAM_MAX_LEN", "QUEUE_DEFAULT_BYTES", "QUEUE_BUDGET_DEFAULT_BYTES", "DEBUG_BUILD",
-    "TUN_CONSTANTS",
+    "TUN_CONSTANTS", "VXLAN_VNI_MAX_VALUE", "VXLAN_PEERS_MAX_COUNT",
 )

@@ -21,7 +21,8 @@ from .relay import RelayOptions, run
 from .stats_table import add_arguments as add_stats_arguments
 from .stats_table import misplaced_options as misplaced_stats_options
 from .stats_table import run_stats
-from .targets import TARGET_HELP, Target, TCPListenTarget, parse_listen, parse_target
+from .targets import (TARGET_HELP, Target, TCPListenTarget, pair_problem, parse_listen,
+                      parse_target)
 from .tls import Network, TLSFiles, parse_allow
 
 __all__ = ["main", "build_parser"]
@@ -67,7 +68,15 @@ in `fastrelay stats`; inbound and outbound directions; nanosecond timestamps); F
 daemon's link the same way, without touching its connections:
   fastrelay capture lab | wireshark -k -i -
 
+VXLAN (vxlan:VNI:LPORT:HOST:RPORT): a switch joins an overlay of Linux vxlan devices,
+Open vSwitch or other fastrelays as one tunnel endpoint, without root. Add more remote
+endpoints with ,peer=HOST:PORT. Known MACs go to the endpoint they were learned behind,
+the rest to every endpoint (head-end replication; in a hub or point to point, all of it).
+Nothing is fragmented: inner MTU = path MTU - 50 (IPv4) or - 70 (IPv6).
+
 examples:
+  fastrelay --switch -l 5000 vxlan:42:4789:10.0.0.2:4789,peer=10.0.0.3:4789
+      guests on port 5000 join VNI 42 with the VTEPs 10.0.0.2 and 10.0.0.3
   fastrelay -l 5000
       qemu ... -netdev socket,id=n0,connect=127.0.0.1:5000 -device virtio-net-pci,netdev=n0
   fastrelay --switch --reconnect -l 5000 hostB:5001,trunk     (on host A)
@@ -166,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"clients of all listeners together (default "
                              f"{defaults.MAX_CLIENTS_TOTAL})")
     parser.add_argument("--bind", metavar="ADDR",
-                        help="local address for UDP targets and -l PORT (default: every address)")
+                        help="local address for UDP and vxlan: targets and -l PORT (default: "
+                             "every address)")
     parser.add_argument("--reconnect-initial", type=_number(*defaults.DELAY_RANGE),
                         metavar="SECONDS",
                         help="first reconnect delay (default %s); doubles after each failure"
@@ -487,6 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"{trunks[0]!r}: ',trunk' is for the hub form (-l LISTEN "
                              f"[TARGET...]); point to point has no other port to keep a "
                              f"trunk's frames from")
+            problem = pair_problem(targets)
+            if problem is not None:
+                parser.error(problem)
         else:
             parser.error(f"point to point needs exactly two targets, got {len(targets)} "
                          f"(use -l LISTEN for a hub)")

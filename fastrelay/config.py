@@ -18,7 +18,13 @@ The format (README "Daemon" has a full example)::
     endpoints = ["relay2.example:5000,trunk"]
     mode = "switch"              # a learning switch ("hub", the default, floods)
 
-Endpoints use the command line's target syntax (targets.py), except `-` (stdio). Options
+Endpoints use the command line's target syntax (targets.py), except `-` (stdio). A VXLAN
+endpoint may also be an inline table, the same as its target string:
+
+    endpoints = [{ vxlan = 42, port = 4789, peers = ["10.0.0.2:4789", "10.0.0.3:4789"] }]
+    # = "vxlan:42:4789:10.0.0.2:4789,peer=10.0.0.3:4789" (its name in stats and logs)
+
+Options
 (in [defaults] or a link/hub): reconnect, reconnect_initial, reconnect_max,
 reconnect_factor, reconnect_jitter, connect_timeout, queue, max_frame, max_clients,
 max_clients_total, bind; for hubs only (in [defaults] or a hub): mode, mac_age,
@@ -50,9 +56,10 @@ from ._core import FRAME_MAX_LEN, FRAME_MIN_LEN, QUEUE_BUDGET_DEFAULT_BYTES, QUE
 from .capture import CaptureOptions
 from .errors import ConfigError, ConfigProblem, TargetError
 from .relay import RelayOptions
-from .targets import (BridgeTarget, StdioTarget, TapTarget, Target, TCPListenTarget,
-                      UDPTarget, UnixDgramTarget, UnixListenTarget, parse_listen,
-                      parse_target)
+from .targets import (VXLAN_PEERS_MAX, VXLAN_VNI_MAX, BridgeTarget,
+                      StdioTarget, TapTarget, Target, TCPListenTarget, UDPTarget,
+                      UnixDgramTarget, UnixListenTarget, VxlanTarget, parse_listen,
+                      pair_problem, parse_target, vxlan_text)
 from .tls import TLSFiles, TLSSetupError, parse_allow
 
 __all__ = ["CaptureDefaults", "Config", "DaemonSettings", "KeyLines", "LinkOptions", "LinkSpec",
@@ -499,10 +506,16 @@ class _Checker:
                                                 "[\"127.0.0.1:5001\", \"6000:127.0.0.1:6001\"]")
             return []
         out: list[tuple[str, Target]] = []
-        for i, text in enumerate(raw):
-            if not isinstance(text, str):
-                self.problem(path + ("endpoints", i), f"must be a target string, not "
-                                                      f"{_type_name(text)}")
+        for i, item in enumerate(raw):
+            if isinstance(item, dict):
+                text = self.vxlan_table(item, path + ("endpoints", i))
+                if text is None:
+                    continue
+            elif isinstance(item, str):
+                text = item
+            else:
+                self.problem(path + ("endpoints", i), f"must be a target string (or a vxlan "
+                                                      f"table), not {_type_name(item)}")
                 continue
             try:
                 target = parse_target(text)
@@ -521,6 +534,42 @@ class _Checker:
             out.append((text, target))
         return out
 
+    def vxlan_table(self, table: dict[str, Any], path: tuple[str | int, ...]) -> str | None:
+        """The target string of `{ vxlan = VNI, port = PORT, peers = ["HOST:PORT", ...] }`,
+        or None (problems recorded)."""
+        keys = ("vxlan", "port", "peers")
+        for key in table:
+            if key not in keys:
+                self.problem(path + (key,), "unknown key of a vxlan endpoint (known: "
+                                            "vxlan, port, peers)")
+        ok = True
+        for key, low, high in (("vxlan", 0, VXLAN_VNI_MAX), ("port", 1, 65535)):
+            if key not in table:
+                self.problem(path, f"a vxlan endpoint table needs `{key}`")
+                ok = False
+                continue
+            why = check_number(table[key], low, high, integer=True)
+            if why is not None:
+                self.problem(path + (key,), why)
+                ok = False
+        peers = table.get("peers")
+        if (not isinstance(peers, list) or not peers
+                or not all(isinstance(p, str) and p and "," not in p for p in peers)):
+            self.problem(path + ("peers",), "must be a non-empty list of \"HOST:PORT\" "
+                                            "strings (the remote endpoints)")
+            return None
+        if len(peers) > VXLAN_PEERS_MAX:
+            self.problem(path + ("peers",), f"{len(peers)} remote endpoints: at most "
+                                            f"{VXLAN_PEERS_MAX}")
+            return None
+        if not ok:
+            return None
+        first = peers[0]
+        if first.startswith("[") and "]:" not in first or ":" not in first:
+            self.problem(path + ("peers",), f"{first!r}: expected HOST:PORT or [IPV6]:PORT")
+            return None
+        return vxlan_text(table["vxlan"], table["port"], peers)
+
 
 def _type_name(value: object) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
@@ -532,7 +581,7 @@ def _claims(spec: LinkSpec) -> Iterator[tuple[str, str, Any]]:
     for text, target in zip(spec.endpoints, spec.targets):
         if isinstance(target, TCPListenTarget):
             yield text, "tcp", (target.host or spec.options.bind, target.port)
-        elif isinstance(target, UDPTarget):
+        elif isinstance(target, (UDPTarget, VxlanTarget)):
             yield text, "udp", (spec.options.bind, target.lport)
         elif isinstance(target, UnixListenTarget):
             yield text, "unix", target.path
@@ -597,6 +646,9 @@ def _link(check: _Checker, kind: str, name: str, table: Any, base: LinkOptions,
                       f"for more)")
     if kind == "hub" and count == 0 and "listen" not in table:
         check.problem(path, "a hub needs `listen` or at least one endpoint")
+    problem = pair_problem([t for _, t in pairs]) if kind == "link" else None
+    if problem is not None:
+        check.problem(path + ("endpoints",), problem)
     # A link's hub-only keys are reported above, once: not parsed as options too.
     options = check.options(table if kind == "hub" else
                             {k: v for k, v in table.items() if k not in _HUB_KEYS}, path, base)

@@ -43,8 +43,9 @@ _ENDPOINT_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
      "Frame bytes sent (or queued to send) to the endpoint's peers.", "tx_bytes", {}),
     ("fastrelay_dropped_frames_total", "counter",
      ("Frames dropped, by reason: queue_full (the peer is slower than the others), "
-      "invalid (malformed frame received), send_error (refused by the kernel), "
-      "loop_blocked (received while a suspected loop had the port blocked)."),
+      "invalid (malformed frame received; for VXLAN also another VNI or a stranger's "
+      "packet), send_error (refused by the kernel), loop_blocked (received while a "
+      "suspected loop had the port blocked)."),
      "drop_queue", {"reason": "queue_full"}),
     ("fastrelay_dropped_frames_total", "counter", "", "drop_invalid", {"reason": "invalid"}),
     ("fastrelay_dropped_frames_total", "counter", "", "drop_send", {"reason": "send_error"}),
@@ -78,6 +79,22 @@ _ENDPOINT_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
      "Peers (ports) the endpoint has open now.", "connected", {}),
     ("fastrelay_queued_bytes", "gauge",
      "Bytes waiting in the endpoint's send queues now.", "queued_bytes", {}),
+)
+
+
+# Per VXLAN endpoint: (name, type, help, key of EndpointStats.vxlan, extra labels).
+_VXLAN_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
+    ("fastrelay_vxlan_dropped_frames_total", "counter",
+     ("VXLAN packets and frames dropped, by reason: vni (another VNI, or the I flag clear; "
+      "also in invalid), foreign (from an address that is no remote endpoint; also in "
+      "invalid), mtu (too big for the path, never fragmented; also in send_error)."),
+     "drop_vni", {"reason": "vni"}),
+    ("fastrelay_vxlan_dropped_frames_total", "counter", "", "drop_foreign",
+     {"reason": "foreign"}),
+    ("fastrelay_vxlan_dropped_frames_total", "counter", "", "drop_mtu", {"reason": "mtu"}),
+    ("fastrelay_vxlan_replicated_frames_total", "counter",
+     ("Extra copies a VXLAN endpoint sent by head-end replication: a flooded frame goes to "
+      "every remote endpoint."), "replicated", {}),
 )
 
 
@@ -191,6 +208,12 @@ def render_prometheus(links: Iterable[LinkStats]) -> str:
                 labels = {"link": link.name, "endpoint": endpoint.label, **extra}
                 sample(name, kind, text, labels, _endpoint_value(endpoint, field))
         families.setdefault(name, (kind, text, []))  # declared even with no link
+    for name, kind, text, key, extra in _VXLAN_METRICS:
+        for link in links:
+            for endpoint in link.endpoints:
+                if endpoint.vxlan is not None:
+                    sample(name, kind, text, {"link": link.name, "endpoint": endpoint.label,
+                                              **extra}, endpoint.vxlan.get(key, 0))
     for link in links:
         for endpoint in link.endpoints:
             if not endpoint.tls:

@@ -16,6 +16,7 @@ from ._core import (FRAME_MAX_LEN, QUEUE_BUDGET_DEFAULT_BYTES, QUEUE_DEFAULT_BYT
                     QueueBudget, Switch)
 from .capture import CaptureOptions, CaptureSession, FileOutput
 from .endpoints import Endpoint, make_endpoint
+from .endpoints.vxlan import VxlanEndpoint
 from .errors import StartError
 from .ratelimit import RateLimitedLog
 from .stats import SWITCH_COUNTERS, EndpointStats, SwitchStats, Totals, format_totals
@@ -284,7 +285,9 @@ class Relay:
                                   refused_allow=endpoint.refused_allow,
                                   tls=bool(getattr(endpoint.target, "tls", False)),
                                   handshakes=endpoint.handshakes,
-                                  handshake_failures=dict(endpoint.handshake_failures))
+                                  handshake_failures=dict(endpoint.handshake_failures),
+                                  vxlan=(endpoint.counters()
+                                         if isinstance(endpoint, VxlanEndpoint) else None))
             for port, owner in self._owners.items():
                 if owner is endpoint:
                     totals.add(port)

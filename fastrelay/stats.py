@@ -62,6 +62,8 @@ class EndpointStats:
     handshakes: int = 0          # TLS handshakes completed
     handshake_failures: dict[str, int] = field(default_factory=dict)  # by kind (tls.py)
     ports: list[dict[str, Any]] = field(default_factory=list)  # open ports: name + counters
+    # A VXLAN endpoint's own counters (endpoints/vxlan.py VXLAN_COUNTERS); None for others.
+    vxlan: dict[str, int] | None = None
 
     def absorb(self, earlier: EndpointStats) -> None:
         """Add the cumulative counters of an earlier run of the same endpoint."""
@@ -77,6 +79,9 @@ class EndpointStats:
         self.handshakes += earlier.handshakes
         for kind, n in earlier.handshake_failures.items():
             self.handshake_failures[kind] = self.handshake_failures.get(kind, 0) + n
+        if earlier.vxlan is not None:
+            mine = self.vxlan if self.vxlan is not None else {}
+            self.vxlan = {name: mine.get(name, 0) + n for name, n in earlier.vxlan.items()}
 
     def as_dict(self) -> dict[str, Any]:
         return {"endpoint": self.label, "name": self.name, **self.counters,
@@ -85,6 +90,7 @@ class EndpointStats:
                 "refused_clients": self.refused, "refused_allowlist": self.refused_allow,
                 **({"tls_handshakes": self.handshakes,
                     "tls_handshake_failures": dict(self.handshake_failures)} if self.tls else {}),
+                **({"vxlan": dict(self.vxlan)} if self.vxlan is not None else {}),
                 "lost_bytes": self.lost_bytes, "queued_bytes": self.queued_bytes,
                 "ports": self.ports}
 

@@ -12,11 +12,13 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
+from ._core import VXLAN_PEERS_MAX_COUNT, VXLAN_VNI_MAX_VALUE
 from .errors import TargetError
 
 __all__ = [
     "Target", "StdioTarget", "UDPTarget", "TCPTarget", "TCPListenTarget", "UnixTarget",
-    "UnixListenTarget", "UnixDgramTarget", "BridgeTarget", "TapTarget", "parse_target",
+    "UnixListenTarget", "UnixDgramTarget", "BridgeTarget", "TapTarget", "VxlanTarget",
+    "VXLAN_PEERS_MAX", "VXLAN_VNI_MAX", "pair_problem", "parse_target", "vxlan_text",
     "parse_listen", "TARGET_HELP", "TARGET_FORMS", "TARGET_NOTES", "TargetForm", "target_help",
     "wrap_netdev",
 ]
@@ -132,8 +134,32 @@ class TapTarget:
         return f"tap {self.name}"
 
 
+# The 24-bit VXLAN network identifier, and how many remote endpoints one target may have.
+VXLAN_VNI_MAX: int = VXLAN_VNI_MAX_VALUE
+VXLAN_PEERS_MAX: int = VXLAN_PEERS_MAX_COUNT
+
+
+@dataclass(frozen=True)
+class VxlanTarget:
+    """`vxlan:VNI:LPORT:HOST:RPORT[,peer=HOST:PORT]...`: a VXLAN tunnel endpoint (RFC 7348).
+
+    Binds LPORT (on --bind or every address); the remote endpoints (VTEPs) are HOST:RPORT
+    and every `,peer=`. Always a trunk of its switch (split horizon); see VxlanPort.
+    """
+
+    vni: int
+    lport: int
+    peers: tuple[tuple[str, int], ...]  # (host, port) of each remote VTEP; HOST:RPORT first
+    trunk: bool = False      # ",trunk": allowed, and changes nothing (always a trunk)
+
+    def __str__(self) -> str:
+        more = f" and {len(self.peers) - 1} more" if len(self.peers) > 1 else ""
+        return (f"vxlan {self.vni} {_hostport(*self.peers[0])}{more} "
+                f"(local port {self.lport})")
+
+
 Target = Union[StdioTarget, UDPTarget, TCPTarget, TCPListenTarget, UnixTarget,
-               UnixListenTarget, UnixDgramTarget, BridgeTarget, TapTarget]
+               UnixListenTarget, UnixDgramTarget, BridgeTarget, TapTarget, VxlanTarget]
 T = TypeVar("T", bound=Target)
 
 
@@ -183,6 +209,17 @@ TARGET_FORMS: tuple[TargetForm, ...] = (
                "sender).",
                (("dgram,id=n0,local.type=unix,local.path=REMOTE,remote.type=unix,"
                  "remote.path=LOCAL"),)),
+    TargetForm("vxlan:VNI:LPORT:HOST:RPORT[,peer=HOST:PORT]...",
+               "a VXLAN tunnel endpoint (RFC 7348, standard UDP port 4789; Linux's default "
+               "is 8472): bind LPORT, send to the remote endpoint HOST:RPORT and each "
+               f"peer= (at most {VXLAN_PEERS_MAX}), accept only from them (any source "
+               f"port), with VNI 0..{VXLAN_VNI_MAX}. In a --switch, known MACs go to the "
+               "one endpoint they were learned behind; broadcast and unknown destinations go "
+               "to every endpoint (head-end replication), as in a hub or point to point, "
+               "where everything floods. Always a trunk: what comes in over VXLAN never "
+               "goes back out over VXLAN or another trunk. Never fragmented: the inner MTU "
+               "is the path MTU minus 50 (IPv4) or 70 (IPv6); a larger frame is dropped "
+               "and counted."),
     TargetForm("tap:NAME[,OPTS]",
                "an existing tap device; a persistent tap made for you "
                "(ip tuntap add NAME mode tap user YOU [multi_queue]) needs no root.",
@@ -247,6 +284,7 @@ TARGET_HELP = target_help()
 # The peer of `LPORT::SPORT`: netrelay's TODO says an empty address means this one.
 LOCAL_UDP_HOST = "127.0.0.1"
 _PORT = re.compile(r"[0-9]{1,5}\Z")
+_VNI = re.compile(r"[0-9]{1,8}\Z")
 # Linux interface names: 1-15 bytes, no '/', ':', or white space; not "." or "..".
 _IFNAME = re.compile(r"[^/:\s]{1,15}\Z")
 
@@ -308,12 +346,21 @@ def _ifname(arg: str, name: str) -> str:
     return name
 
 
+def _peer(arg: str, text: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT` of a `,peer=` option."""
+    parts = _split(arg, text)
+    if len(parts) != 2 or not parts[0]:
+        raise TargetError(arg, f"peer={text!r}: expected peer=HOST:PORT or peer=[IPV6]:PORT")
+    return parts[0], _port(arg, parts[1], "peer port")
+
+
 def _with_options(arg: str, target: T, options: list[str]) -> T:
     """target with the options written after its first ',' applied.
 
     One parser for every kind: `trunk` (any target but stdio), `tls` (TCP clients and
     listeners) and `tls-name=NAME` (TCP clients), `queues=N` and `offload=on|off` (taps
-    and bridges): a target takes an option when it has the field the option sets.
+    and bridges), `peer=HOST:PORT` (VXLAN, repeatable): a target takes an option when it
+    has the field the option sets.
     """
     if not options:
         return target
@@ -338,18 +385,71 @@ def _with_options(arg: str, target: T, options: list[str]) -> T:
             values["queues"] = int(value)
         elif tap and key == "offload" and value in ("on", "off"):
             values["offload"] = value == "on"
+        elif key == "peer" and sep and "peers" in fields:
+            values["peers"] = values.get("peers", ()) + (_peer(arg, value),)
         elif tap:
             raise TargetError(arg, f"unknown tap option {opt!r} "
                                    f"(trunk, queues=1..256, offload=on|off)")
         elif key in ("queues", "offload"):
             raise TargetError(arg, f"option {opt!r} is for tap and bridge targets only")
+        elif key == "peer":
+            raise TargetError(arg, f"option {opt!r} is for vxlan: targets only")
         else:
             raise TargetError(arg, f"unknown target option {opt!r} (known: trunk; tls and "
                                    f"tls-name=NAME for TCP; queues=N and offload=on|off for "
-                                   f"taps and bridges)")
+                                   f"taps and bridges; peer=HOST:PORT for vxlan:)")
     if "tls_name" in values and not values.get("tls"):
         raise TargetError(arg, "tls-name=NAME goes with ,tls")
+    if isinstance(target, VxlanTarget) and "peers" in values:
+        values["peers"] = _check_peers(arg, target.peers + values["peers"])
     return dataclasses.replace(target, **values)
+
+
+def _check_peers(arg: str, peers: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """The remote endpoints of a VXLAN target, refused if too many or written twice."""
+    if len(peers) > VXLAN_PEERS_MAX:
+        raise TargetError(arg, f"{len(peers)} remote endpoints: at most {VXLAN_PEERS_MAX}")
+    seen = set()
+    for host, port in peers:
+        if (host.lower(), port) in seen:
+            raise TargetError(arg, f"remote endpoint {_hostport(host, port)} is given twice")
+        seen.add((host.lower(), port))
+    return peers
+
+
+def _vxlan(arg: str, rest: str) -> VxlanTarget:
+    """`VNI:LPORT:HOST:RPORT` (either port may be omitted: it then equals the other)."""
+    parts = _split(arg, rest)
+    if len(parts) != 4:
+        raise TargetError(arg, "expected vxlan:VNI:LPORT:HOST:RPORT (IPv6 in [brackets])")
+    vni_s, lport_s, host, rport_s = parts
+    if not _VNI.match(vni_s) or not 0 <= int(vni_s) <= VXLAN_VNI_MAX:
+        raise TargetError(arg, f"VNI {vni_s!r} is not a number within 0..{VXLAN_VNI_MAX}")
+    if not lport_s and not rport_s:
+        raise TargetError(arg, "VXLAN needs a local port, a remote port, or both (4789 is "
+                               "the standard one)")
+    lport = _port(arg, lport_s or rport_s, "local port")
+    rport = _port(arg, rport_s or lport_s, "remote port")
+    return VxlanTarget(int(vni_s), lport, ((_host(arg, host), rport),))
+
+
+def pair_problem(targets: list[Target] | tuple[Target, ...]) -> str | None:
+    """Why these two targets cannot be linked point to point, or None.
+
+    Two VXLAN endpoints would pass nothing: both are trunks (split horizon).
+    """
+    if len(targets) == 2 and all(isinstance(t, VxlanTarget) for t in targets):
+        return ("two vxlan: targets point to point would forward nothing: what comes in over "
+                "VXLAN never goes back out over VXLAN (split horizon); give one vxlan: "
+                "target several remote endpoints (,peer=HOST:PORT) instead")
+    return None
+
+
+def vxlan_text(vni: int, port: int, peers: list[str]) -> str:
+    """The target string of a VXLAN endpoint given as parts (the config's table form):
+    vxlan:VNI:PORT:FIRST,peer=SECOND,... (each peer as HOST:PORT, written as given)."""
+    first, *rest = peers
+    return f"vxlan:{vni}:{port}:{first}" + "".join(f",peer={p}" for p in rest)
 
 
 def _local_udp(arg: str, lport_s: str, sport_s: str) -> UDPTarget:
@@ -413,6 +513,8 @@ def _target(arg: str, text: str) -> Target:
             return _listen(arg, rest)
         if scheme == "tap":
             return TapTarget(_ifname(arg, rest))
+        if scheme == "vxlan":
+            return _vxlan(arg, rest)
     parts = _split(arg, text)
     if len(parts) == 1:
         if _PORT.match(parts[0]):

@@ -40,6 +40,11 @@ cdef enum:
     # Records split out of coalesced (UDP_GRO) datagrams are written here, per port; when
     # the next record would not fit, the batch so far is forwarded and the buffer reused.
     GRO_SPREAD = STREAM_READ
+    # Largest header a datagram port sends before each frame (VXLAN's is 8 bytes).
+    TX_HDR_MAX = 16
+    # A queued record of a port with several peers starts with the index of the peer it
+    # goes to (uint16, native order), then the frame.
+    DEST_TAG_LEN = 2
     # Control buffer of one message: CMSG_SPACE(sizeof(uint16_t)), rounded up.
     GSO_CTRL = 32
     # Default bound of one port's backlog (queue depth) in bytes.

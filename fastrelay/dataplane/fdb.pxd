@@ -63,7 +63,7 @@ cdef class MacTable:
 
     cdef uint32_t home(self, uint64_t key) noexcept nogil
     cdef FdbEntry *find(self, uint64_t key, uint32_t now) noexcept nogil
-    cdef int32_t lookup(self, uint64_t key, uint32_t now) noexcept nogil
+    cdef int32_t lookup(self, uint64_t key, uint32_t now, int32_t *remote) noexcept nogil
     cdef int learn(self, uint64_t key, int32_t port, int32_t remote, uint32_t now,
                    FdbEntry **entry, int32_t *old_port, uint32_t *old_seen) noexcept nogil
     cdef void remove_at(self, uint32_t i) noexcept nogil

@@ -81,9 +81,12 @@ cdef class MacTable:
             if i == self.nslots:
                 i = 0
 
-    cdef int32_t lookup(self, uint64_t key, uint32_t now) noexcept nogil:
-        """The port key was last seen on, or -1 if unknown (or expired)."""
+    cdef int32_t lookup(self, uint64_t key, uint32_t now, int32_t *remote) noexcept nogil:
+        """The port key was last seen on, or -1 if unknown (or expired); *remote (when
+        not NULL) becomes the remote endpoint behind that port (-1: none, or unknown)."""
         cdef FdbEntry *e = self.find(key, now)
+        if remote != NULL:
+            remote[0] = -1 if e == NULL else e.remote
         return -1 if e == NULL else e.port
 
     cdef int learn(self, uint64_t key, int32_t port, int32_t remote, uint32_t now,
@@ -229,9 +232,13 @@ cdef class MacTable:
                        &old_port, &old_seen)
         return LEARN_NAMES[r], old_port
 
-    def lookup_mac(self, mac, int vlan, int64_t now):
-        """lookup() for tests: the port, or -1."""
-        return self.lookup(fdb_key(mac_int(mac), vlan), ns_to_ms(now))
+    def lookup_mac(self, mac, int vlan, int64_t now, bint with_remote=False):
+        """lookup() for tests: the port, or -1; with_remote: (port, remote endpoint)."""
+        cdef int32_t remote = -1
+        cdef int32_t port = self.lookup(fdb_key(mac_int(mac), vlan), ns_to_ms(now), &remote)
+        if with_remote:
+            return port, remote
+        return port
 
     def sweep(self, int64_t now, uint32_t budget=FDB_AGE_BUDGET):
         """age(): one incremental step of `budget` slots; returns entries freed."""

@@ -70,7 +70,8 @@ cdef class Hub:
         """Attach a port: from now on it receives the frames the switch sends it.
 
         trunk: the port is a link to another relay (split horizon: what came in on one
-        trunk never goes out on another).
+        trunk never goes out on another). An overlay port (VXLAN) is a trunk whatever
+        trunk says, and is handed each frame's remote endpoint (Switch.attach).
         """
         cdef epoll_event ev
         cdef int32_t sid
@@ -78,7 +79,8 @@ cdef class Hub:
             raise ValueError(f"{port.name}: port is closed")
         if port.hub is not None:
             raise ValueError(f"{port.name}: port is already attached")
-        sid = self.switch.attach(trunk)
+        # An overlay port (VXLAN) is always a trunk: see Switch.attach.
+        sid = self.switch.attach(trunk, port.overlay)
         ev.events = 0 if self.draining else EPOLLIN | EPOLLRDHUP
         ev.data.ptr = <void *>port
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, port.fd, &ev) < 0:
@@ -98,7 +100,7 @@ cdef class Hub:
         port.armed = 0 if self.draining else EPOLLIN | EPOLLRDHUP
         port.paused = port.parked = False
         port.switch_id = sid
-        port.trunk = trunk
+        port.trunk = trunk or port.overlay
         self.slots[sid & SWITCH_SLOT_MASK] = port
         port.hub = self
         port.backlog.budget = self.budget
@@ -227,6 +229,7 @@ cdef class Hub:
         self.batch.rec = self.batch_rec
         self.batch.length = self.batch_len
         self.batch.vnet = NULL
+        self.batch.remote = NULL
         self.batch.count = 0
         self.batch.nbytes = 0
         return &self.batch

@@ -18,6 +18,8 @@ cdef class Port:
         bint owns_fd             # close fd/wfd when the port closes
         readonly int32_t switch_id  # the hub's switch's id for this port while attached
         readonly bint trunk      # a link to another relay (split horizon), set by Hub.add
+        readonly bint overlay    # a VXLAN port: always a trunk, sends each frame to the remote
+                                 # endpoint the switch names (FrameBatch.remote); set at creation
         # Counters, read by the control plane once per second at most.
         readonly uint64_t rx_frames, rx_bytes, tx_frames, tx_bytes
         readonly uint64_t drop_queue    # frames refused because this port's backlog was full

@@ -1,6 +1,6 @@
 # Switch: turns one port's batch plus the MAC table's answers into a per-port plan of frames.
 cimport cython
-from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 
 cdef enum:
     # Ports one switch can have attached at once; a port id's low bits are its slot.
@@ -36,11 +36,15 @@ ctypedef struct SwitchPort:
     int32_t id             # port id (generation << SWITCH_SLOT_BITS | slot); -1: slot free
     uint32_t generation    # of the slot's latest id; kept across detach so ids never repeat
     bint trunk             # a link to another relay: split horizon applies
+    bint overlay           # a VXLAN port (a trunk): its frames name their remote endpoint
     bint blocked           # a loop was seen arriving here: nothing in or out until unblocked
     uint32_t blocked_until  # ms; when a blocked port forwards again
     uint16_t *out          # owned; BATCH_MAX entries: batch indices this port gets, ascending
     Py_ssize_t nout        # entries of out for the current plan; == batch count: every
                            # frame, and then out[] is NOT written (the whole batch is the plan)
+                           # unless Switch.indexed
+    int16_t *rout          # owned, NULL until the slot has an overlay port; BATCH_MAX: for an
+                           # overlay port, the remote endpoint of each out[] entry (-1: all)
     # Counters of frames received on this port, by decision (read by the control plane).
     uint64_t unicast       # sent to exactly one port (its destination was learned)
     uint64_t flooded       # sent to every other port (group or unknown destination)
@@ -66,6 +70,7 @@ cdef class Switch:
         int nflood                   # entries of flood
         uint16_t *dest_slots         # owned; slots with frames in the current plan
         readonly int ndests          # entries of dest_slots
+        bint indexed                 # the current plan wrote out[] (and rout[]) indices
         FrameBatch sub               # scratch: one port's subset, filled by sub_batch()
         char **sub_rec               # owned storage behind sub (BATCH_MAX)
         uint32_t *sub_len            # owned storage behind sub (BATCH_MAX)
@@ -86,8 +91,10 @@ cdef class Switch:
     cdef FrameBatch *sub_batch(self, int slot, FrameBatch *batch) noexcept
     cdef int slot_of(self, int32_t port) except -1
     cdef void begin(self, int in_slot, uint32_t now) noexcept
-    cdef int learn_source(self, SwitchPort *src, uint64_t key, uint32_t now) noexcept
-    cdef int unicast_to(self, int in_slot, uint64_t key, uint32_t now) noexcept
+    cdef int learn_source(self, SwitchPort *src, uint64_t key, int32_t remote,
+                          uint32_t now) noexcept
+    cdef int unicast_to(self, int in_slot, uint64_t key, uint32_t now,
+                        int32_t *remote) noexcept
     cdef void spread(self, Py_ssize_t upto) noexcept
     cdef void block(self, SwitchPort *p, uint32_t now) noexcept
     cdef void push_event(self, int kind, uint64_t key, int32_t from_port,

@@ -47,6 +47,14 @@ cdef class Switch:
 
     Port ids come from attach(): the slot (low bits) indexes per-port arrays, and the
     generation (high bits) makes a stale id of a detached port differ from every later id.
+
+    Overlay ports (VXLAN, attach(overlay=True)) reach several remote endpoints. A batch
+    read from one names each frame's remote (FrameBatch.remote); the table learns (MAC,
+    port, remote), and a MAC seen behind another remote of the same port is updated as
+    such, not counted as a move between ports (no loop or duplicate event). A frame
+    unicast to an overlay port carries the remote its destination was learned behind
+    (sub_batch() hands it over as the sub-batch's `remote`); one that floods carries -1,
+    and the port sends it to every remote. An overlay port is always a trunk.
     """
 
     def __cinit__(self, bint forwarding=True, Py_ssize_t capacity=FDB_CAPACITY_DEFAULT,
@@ -82,6 +90,7 @@ cdef class Switch:
         if self.ports != NULL:
             for s in range(SWITCH_PORTS_MAX):
                 PyMem_RawFree(self.ports[s].out)
+                PyMem_RawFree(self.ports[s].rout)
         PyMem_RawFree(self.ports)
         PyMem_RawFree(self.active)
         PyMem_RawFree(self.flood)
@@ -93,8 +102,10 @@ cdef class Switch:
 
     # Ports (control plane, once per attach/detach).
 
-    def attach(self, bint trunk=False):
-        """A new port id for a port that joins; trunk: a link to another relay."""
+    def attach(self, bint trunk=False, bint overlay=False):
+        """A new port id for a port that joins; trunk: a link to another relay; overlay: a
+        VXLAN port (frames name their remote endpoint), always a trunk: what came in
+        through the overlay never goes back into it, nor to another trunk."""
         cdef int s
         cdef SwitchPort *p
         for s in range(SWITCH_PORTS_MAX):
@@ -107,9 +118,14 @@ cdef class Switch:
             p.out = <uint16_t *>PyMem_RawMalloc(BATCH_MAX * sizeof(uint16_t))
             if p.out == NULL:
                 raise MemoryError()
+        if overlay and p.rout == NULL:
+            p.rout = <int16_t *>PyMem_RawMalloc(BATCH_MAX * sizeof(int16_t))
+            if p.rout == NULL:
+                raise MemoryError()
         p.generation = p.generation + 1 if p.generation < SWITCH_GEN_MAX else 1
         p.id = <int32_t>((p.generation << SWITCH_SLOT_BITS) | <uint32_t>s)
-        p.trunk = trunk
+        p.trunk = trunk or overlay
+        p.overlay = overlay
         p.blocked = False
         p.nout = 0
         p.unicast = p.flooded = p.filtered = p.drop_blocked = 0
@@ -211,6 +227,9 @@ cdef class Switch:
         # Keys are below 2**60, so all ones never matches: "no previous frame".
         cdef uint64_t last_src = <uint64_t>-1, last_dst = <uint64_t>-1
         cdef int last_to = TO_FLOOD, to
+        # The remote endpoint each frame came from (an overlay ingress), the one the last
+        # source was learned behind, and the one behind the last destination.
+        cdef int32_t remote = -1, last_src_remote = -1, last_to_remote = -1
         if batch.count > BATCH_MAX:
             raise ValueError(f"batch of {batch.count} frames: at most {BATCH_MAX} can be planned")
         self.begin(in_slot, t)
@@ -225,11 +244,14 @@ cdef class Switch:
             mac = load_mac(f + ETH_ALEN)
             if not (f[ETH_ALEN] & 1) and mac != 0:
                 key = fdb_key(mac, vlan)
-                if key != last_src:
+                if batch.remote != NULL:
+                    remote = batch.remote[i]
+                if key != last_src or remote != last_src_remote:
                     if key == last_dst:
                         last_dst = <uint64_t>-1  # its port may change now
-                    if self.learn_source(src, key, t) != LEARN_FULL:
+                    if self.learn_source(src, key, remote, t) != LEARN_FULL:
                         last_src = key
+                        last_src_remote = remote
                     if src.blocked:
                         break
             if f[0] & 1 or not self.forwarding:
@@ -238,7 +260,7 @@ cdef class Switch:
                 key = fdb_key(load_mac(f), vlan)
                 if key != last_dst:
                     last_dst = key
-                    last_to = self.unicast_to(in_slot, key, t)
+                    last_to = self.unicast_to(in_slot, key, t, &last_to_remote)
                 to = last_to
             if to == TO_FLOOD:
                 src.flooded += 1
@@ -246,6 +268,8 @@ cdef class Switch:
                     for k in range(self.nflood):
                         p = &self.ports[self.flood[k]]
                         p.out[p.nout] = <uint16_t>i
+                        if p.overlay:
+                            p.rout[p.nout] = -1
                         p.nout += 1
                 else:
                     spread_upto = i + 1  # every frame so far floods: write no index yet
@@ -259,6 +283,8 @@ cdef class Switch:
                     src.unicast += 1
                     p = &self.ports[to]
                     p.out[p.nout] = <uint16_t>i
+                    if p.overlay:
+                        p.rout[p.nout] = <int16_t>last_to_remote
                     p.nout += 1
             i += 1
         if src.blocked:
@@ -284,6 +310,7 @@ cdef class Switch:
         cdef int k
         self.nflood = 0
         self.ndests = 0
+        self.indexed = False
         for k in range(self.nactive):
             p = &self.ports[self.active[k]]
             p.nout = 0
@@ -299,21 +326,31 @@ cdef class Switch:
         cdef SwitchPort *p
         cdef Py_ssize_t i
         cdef int k
+        self.indexed = True
         for k in range(self.nflood):
             p = &self.ports[self.flood[k]]
             for i in range(upto):
                 p.out[i] = <uint16_t>i
+            if p.overlay:
+                for i in range(upto):
+                    p.rout[i] = -1
             p.nout = upto
 
-    cdef int learn_source(self, SwitchPort *src, uint64_t key, uint32_t now) noexcept:
-        """Learn key on src; detect moves, loops and duplicates. Returns the LEARN_* code."""
+    cdef int learn_source(self, SwitchPort *src, uint64_t key, int32_t remote,
+                          uint32_t now) noexcept:
+        """Learn key on src (behind remote: -1 but for overlay ports); detect moves, loops
+        and duplicates. Returns the LEARN_* code."""
         cdef FdbEntry *e
         cdef int32_t old = -1
         cdef uint32_t old_seen = 0
         cdef SwitchPort *was
-        cdef int r = self.fdb.learn(key, src.id, -1, now, &e, &old, &old_seen)
+        cdef int r = self.fdb.learn(key, src.id, remote, now, &e, &old, &old_seen)
         if r != LEARN_MOVED:
             return r
+        if old == src.id:
+            # Behind another remote endpoint of the same overlay port: the entry names the
+            # new one now, and that is all (a host moved between VTEPs, not between ports).
+            return LEARN_REFRESHED
         was = &self.ports[old & SWITCH_SLOT_MASK]
         if was.id != old:
             # The old port left (never after a flush; a stale id cannot alias a new port).
@@ -340,9 +377,11 @@ cdef class Switch:
             e.moves = self.move_threshold + 1  # stays flagged for the rest of the window
         return r
 
-    cdef int unicast_to(self, int in_slot, uint64_t key, uint32_t now) noexcept:
-        """Where a frame to a unicast key goes: a slot, TO_FLOOD or TO_FILTER."""
-        cdef int32_t port = self.fdb.lookup(key, now)
+    cdef int unicast_to(self, int in_slot, uint64_t key, uint32_t now,
+                        int32_t *remote) noexcept:
+        """Where a frame to a unicast key goes: a slot, TO_FLOOD or TO_FILTER; *remote is
+        the remote endpoint behind the slot's port it was learned with (-1: none)."""
+        cdef int32_t port = self.fdb.lookup(key, now, remote)
         cdef SwitchPort *dst
         if port < 0:
             return TO_FLOOD
@@ -375,21 +414,26 @@ cdef class Switch:
     cdef FrameBatch *sub_batch(self, int slot, FrameBatch *batch) noexcept:
         """Port `slot`'s frames of the planned batch, as views into batch's buffer.
 
-        The whole batch itself when the port gets every frame; otherwise the switch's
-        scratch batch (records, lengths and vnet headers gathered by index), valid until
-        the next sub_batch() or plan(). The records stay in the reading port's memory.
+        The whole batch itself when the port gets every frame (and, for an overlay port,
+        every frame floods); otherwise the switch's scratch batch (records, lengths and
+        vnet headers gathered by index), valid until the next sub_batch() or plan(). An
+        overlay port's sub-batch carries the remote endpoint of each frame (`remote`, the
+        port's rout; NULL when all flood). `remote` means nothing to other ports (the
+        whole batch keeps its source's). The records stay in the reading port's memory.
         """
         cdef SwitchPort *p = &self.ports[slot]
         cdef Py_ssize_t j, i
-        if p.nout == batch.count:
+        if p.nout == batch.count and (not p.overlay or (not self.indexed
+                                                        and batch.remote == NULL)):
             return batch
         self.sub.rec = self.sub_rec
         self.sub.length = self.sub_len
         self.sub.vnet = self.sub_vnet if batch.vnet != NULL else NULL
+        self.sub.remote = p.rout if p.overlay and self.indexed else NULL
         self.sub.count = p.nout
         self.sub.nbytes = 0
         for j in range(p.nout):
-            i = p.out[j]
+            i = p.out[j] if self.indexed else j
             self.sub_rec[j] = batch.rec[i]
             self.sub_len[j] = batch.length[i]
             self.sub.nbytes += batch.length[i]
@@ -399,13 +443,21 @@ cdef class Switch:
 
     # Test and tool API: a batch from Python bytes (never used by the relay itself).
 
-    def decide(self, int32_t ingress, frames, int64_t now, bint with_vnet=False):
+    def decide(self, int32_t ingress, frames, int64_t now, bint with_vnet=False,
+               remotes=None):
         """Plan `frames` (a list of bytes, one batch) read from port `ingress` at `now` (ns).
 
         Returns, per frame, the set of port ids it goes to. The sets are read back through
         sub_batch(), the hub's own path: each view is checked to point into the batch's
-        buffer at its frame (and to carry its vnet header, with_vnet).
+        buffer at its frame (and to carry its vnet header, with_vnet). remotes: the remote
+        endpoint each frame came from (an overlay ingress), or None.
         """
+        return [set(d) for d in self.decide_remotes(ingress, frames, now, with_vnet, remotes)]
+
+    def decide_remotes(self, int32_t ingress, frames, int64_t now, bint with_vnet=False,
+                       remotes=None):
+        """decide(), with where each frame goes as {port id: remote endpoint}: the remote
+        an overlay port's sub-batch names for it (-1: every remote, and for other ports)."""
         cdef Py_ssize_t n = len(frames), i, j, off = 0
         cdef FrameBatch batch
         cdef FrameBatch *sb
@@ -423,9 +475,18 @@ cdef class Switch:
         batch.length = <uint32_t *>PyMem_RawMalloc((n + 1) * sizeof(uint32_t))
         batch.vnet = (<virtio_net_hdr *>PyMem_RawCalloc(n + 1, sizeof(virtio_net_hdr))
                       if with_vnet else NULL)
+        batch.remote = (<int16_t *>PyMem_RawCalloc(n + 1, sizeof(int16_t))
+                        if remotes is not None else NULL)
         try:
             if batch.rec == NULL or batch.length == NULL or (with_vnet and batch.vnet == NULL):
                 raise MemoryError()
+            if remotes is not None:
+                if batch.remote == NULL:
+                    raise MemoryError()
+                if len(remotes) != n:
+                    raise ValueError(f"{len(remotes)} remotes for {n} frames")
+                for i, r in enumerate(remotes):
+                    batch.remote[i] = r
             batch.count = n
             batch.nbytes = 0
             for i, fr in enumerate(frames):
@@ -439,7 +500,7 @@ cdef class Switch:
                 starts[off] = i
                 off += HDR_LEN + len(fr)
             self.plan(ingress, &batch, now)
-            out = [set() for _ in range(n)]
+            out = [{} for _ in range(n)]
             for k in range(self.ndests):
                 slot = self.dest_slots[k]
                 sb = self.sub_batch(slot, &batch)
@@ -448,9 +509,11 @@ cdef class Switch:
                     if sb.length[j] != batch.length[i] or (
                             with_vnet and sb.vnet[j].csum_start != <uint16_t>i):
                         raise AssertionError(f"sub-batch view {j} of slot {slot} is not frame {i}")
-                    out[i].add(self.ports[slot].id)
+                    out[i][self.ports[slot].id] = (sb.remote[j] if sb.remote != NULL
+                                                   and self.ports[slot].overlay else -1)
             return out
         finally:
             PyMem_RawFree(batch.rec)
             PyMem_RawFree(batch.length)
             PyMem_RawFree(batch.vnet)
+            PyMem_RawFree(batch.remote)

@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING
 
 from ..errors import TargetError
 from ..targets import (BridgeTarget, StdioTarget, TapTarget, Target, TCPListenTarget,
-                       TCPTarget, UDPTarget, UnixDgramTarget, UnixListenTarget, UnixTarget)
+                       TCPTarget, UDPTarget, UnixDgramTarget, UnixListenTarget, UnixTarget,
+                       VxlanTarget)
 from .base import Endpoint
 from .dgram import DatagramEndpoint
 from .stdio import StdioEndpoint
 from .stream import StreamClientEndpoint, StreamListenerEndpoint
 from .tap import BridgeEndpoint, TapEndpoint
+from .vxlan import VxlanEndpoint
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -33,4 +35,6 @@ def make_endpoint(target: Target, relay: Relay) -> Endpoint:
         return BridgeEndpoint(target, relay)
     if isinstance(target, TapTarget):
         return TapEndpoint(target, relay)
+    if isinstance(target, VxlanTarget):
+        return VxlanEndpoint(target, relay)
     raise TargetError(str(target), "unknown target kind")

@@ -15,10 +15,11 @@ from .base import Endpoint, SocketFile, adopt, check_unix_path, remove_stale_soc
 if TYPE_CHECKING:
     from ..relay import Relay
 
-__all__ = ["DatagramEndpoint"]
+__all__ = ["DatagramEndpoint", "grow_buffers"]
 
 
-def _grow_buffers(sock: socket.socket) -> None:
+def grow_buffers(sock: socket.socket) -> None:
+    """Ask for DGRAM_SOCKET_BUFFER bytes of receive and send buffer (bursts of datagrams)."""
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         try:
             sock.setsockopt(socket.SOL_SOCKET, opt, defaults.DGRAM_SOCKET_BUFFER)
@@ -50,7 +51,7 @@ class DatagramEndpoint(Endpoint):
                     check_unix_path(str(self), path)
             sock, family, peer = self._open_unix(target), socket.AF_UNIX, target.remote
         try:
-            _grow_buffers(sock)
+            grow_buffers(sock)
             sock.setblocking(False)
         except BaseException:
             sock.close()

@@ -86,6 +86,14 @@ cdef extern from "<netinet/in.h>" nogil:
 
     enum:
         IPPROTO_UDP
+        IPPROTO_IP
+        IPPROTO_IPV6
+        # Never fragment (VXLAN): IPv4's DF bit, IPv6's "fail instead of fragmenting here".
+        IP_MTU_DISCOVER
+        IP_PMTUDISC_DO
+        IPV6_MTU_DISCOVER
+        IPV6_PMTUDISC_DO
+        IPV6_DONTFRAG
 
     uint32_t htonl(uint32_t)
     uint32_t ntohl(uint32_t)

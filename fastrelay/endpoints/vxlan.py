@@ -1,0 +1,106 @@
+"""VXLAN endpoint: one bound UDP socket, the remote tunnel endpoints resolved once at start."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING
+
+from .._core import VxlanPort
+from ..errors import StartError
+from ..targets import VxlanTarget
+from .base import Endpoint, adopt
+from .dgram import grow_buffers
+
+if TYPE_CHECKING:
+    from .._core import Port
+    from ..relay import Relay
+
+__all__ = ["VxlanEndpoint", "VXLAN_COUNTERS"]
+
+# The VXLAN port's own counters (VxlanPort.stats()), reported per endpoint: datagrams of
+# another VNI or without the I flag, from an address that is no remote endpoint, frames too
+# big for the path (never fragmented), and copies sent by head-end replication.
+VXLAN_COUNTERS = ("drop_vni", "drop_foreign", "drop_mtu", "replicated")
+
+
+class VxlanEndpoint(Endpoint):
+    """`vxlan:VNI:LPORT:HOST:RPORT[,peer=HOST:PORT]...`: a VXLAN tunnel endpoint.
+
+    Every remote endpoint is resolved at start (all to one address family, that of the
+    first), the socket is bound to LPORT, and the data plane's VxlanPort does the rest
+    (header, VNI and source checks, replication, don't-fragment). Like a UDP port it never
+    ends by itself. Its port always joins the switch as a trunk (the data plane sees to it).
+    """
+
+    target: VxlanTarget
+
+    def __init__(self, target: VxlanTarget, relay: Relay) -> None:
+        super().__init__(target, relay)
+        self.trunk = True
+        self._retired = dict.fromkeys(VXLAN_COUNTERS, 0)  # counters of ports already closed
+        self._ports: list[VxlanPort] = []
+
+    async def start(self) -> None:
+        family, peers = await self._resolve()
+        bind = self.relay.options.bind or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise StartError(str(self), f"cannot open a UDP socket: "
+                                        f"{exc.strerror or exc}") from None
+        try:
+            sock.bind((bind, self.target.lport))
+            grow_buffers(sock)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise StartError(str(self), f"cannot bind UDP port {self.target.lport}: "
+                                        f"{exc.strerror or exc}") from None
+        fd = sock.detach()
+        port = adopt([fd], lambda: VxlanPort(fd, str(self), family=family, peers=peers,
+                                             vni=self.target.vni,
+                                             **self.relay.options.port_kwargs))
+        self._ports.append(port)
+        self.relay.attach(port, self)
+
+    async def _resolve(self) -> tuple[int, list[tuple[object, ...]]]:
+        """The address family and the address of every remote endpoint (StartError if one
+        cannot be resolved, has no address of the first one's family, or repeats one)."""
+        loop = asyncio.get_running_loop()
+        family = 0
+        peers: list[tuple[object, ...]] = []
+        for host, port in self.target.peers:
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            except socket.gaierror as exc:
+                raise StartError(str(self), f"cannot resolve {host!r}: {exc.strerror}") from None
+            if not family:
+                family = infos[0][0]
+            address = next((info[4] for info in infos if info[0] == family), None)
+            if address is None:
+                kind = "IPv6" if family == socket.AF_INET6 else "IPv4"
+                raise StartError(str(self), f"remote endpoint {host!r} has no {kind} address "
+                                            f"(every endpoint must be {kind}, as the first)")
+            if address[:2] in [p[:2] for p in peers]:
+                raise StartError(str(self), f"remote endpoint {host!r} port {port} is "
+                                            f"{address[0]} port {port} again")
+            peers.append(address)
+        return family, peers
+
+    def counters(self) -> dict[str, int]:
+        """VXLAN_COUNTERS over every port this endpoint has had (closed ones included)."""
+        out = dict(self._retired)
+        for port in self._ports:
+            stats = port.stats()
+            for name in VXLAN_COUNTERS:
+                out[name] += stats[name]
+        return out
+
+    def port_closed(self, port: Port, reason: str, fault: bool) -> None:
+        if isinstance(port, VxlanPort) and port in self._ports:
+            stats = port.stats()
+            for name in VXLAN_COUNTERS:
+                self._retired[name] += stats[name]
+            self._ports.remove(port)
+        super().port_closed(port, reason, fault)
