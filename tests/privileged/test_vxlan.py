@@ -140,7 +140,7 @@ def stats_of_vxlan(control: Path) -> dict[str, Any]:
     assert res.returncode == 0, res.stderr
     (link,) = json.loads(res.stdout)["links"]
     (endpoint,) = [e for e in link["endpoints"] if e["endpoint"].startswith("vxlan:")]
-    return dict(endpoint)
+    return dict(endpoint["vxlan"])
 
 
 def test_wrong_vni_foreign_and_oversized_frames_are_dropped_and_counted(
@@ -163,8 +163,10 @@ def test_wrong_vni_foreign_and_oversized_frames_are_dropped_and_counted(
        "ip link set vxlan1 up")
     control = tmp_path / "control.sock"
     config = tmp_path / "vxlan.toml"
+    # The config's table form of the endpoint (the same as "vxlan:42:4789:10.99.0.2:4789").
     config.write_text(f'[daemon]\ncontrol = "{control}"\n\n[hub.overlay]\nmode = "switch"\n'
-                      f'endpoints = ["brF", "vxlan:{VNI}:4789:{KERNEL}:4789"]\n')
+                      f'endpoints = ["brF", {{ vxlan = {VNI}, port = 4789, '
+                      f'peers = ["{KERNEL}:4789"] }}]\n')
     relay = lab.relay("--config", str(config))
     started(lab, relay, "brF")
     wait_for("the control socket", control.exists)
