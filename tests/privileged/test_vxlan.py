@@ -30,6 +30,7 @@ pytestmark = pytest.mark.privileged
 VNI = 42
 FRAMES = str(Path(__file__).with_name("frames.py"))
 FR1, KERNEL, FR2 = "10.99.0.1", "10.99.0.2", "10.99.0.3"
+FR1_6, KERNEL_6 = "fd99::1", "fd99::2"   # the IPv6 underlay
 STRANGER = "10.99.0.9"   # on the kernel's side of the underlay, never a configured peer
 A4, B4, C4 = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 A6, B6, C6 = "2001:db8::1", "2001:db8::2", "2001:db8::3"
@@ -42,26 +43,35 @@ def sh(lab: Lab, ns: str, *commands: str) -> None:
         assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
 
 
-def underlay(lab: Lab, kernel_ns: str, fastrelay_addrs: list[str], mtu: int) -> None:
+def underlay(lab: Lab, kernel_ns: str, fastrelay_addrs: list[str], mtu: int,
+             kernel_addrs: tuple[str, ...] = (KERNEL, STRANGER)) -> None:
     """A veth pair: `ul0` in relay_ns with fastrelay_addrs, `eth0` in kernel_ns with
-    KERNEL (and STRANGER, which only the raw sender uses); both at mtu."""
+    kernel_addrs (by default KERNEL, and STRANGER, which only the raw sender uses); both at
+    mtu. IPv4 addresses are /24, IPv6 ones /64 without duplicate address detection."""
+    def add(ipr: IPRoute, index: int, addr: str) -> None:
+        if ":" in addr:
+            ipr.addr("add", index=index, address=addr, prefixlen=64, flags=0x02)  # NODAD
+        else:
+            ipr.addr("add", index=index, address=addr, prefixlen=24)
+
     with IPRoute(netns=lab.relay_ns) as ipr:
         ipr.link("add", ifname="ul0", kind="veth", peer={"ifname": "eth0", "net_ns_fd": kernel_ns})
         index = ipr.link_lookup(ifname="ul0")[0]
         ipr.link("set", index=index, mtu=mtu, state="up")
         for addr in fastrelay_addrs:
-            ipr.addr("add", index=index, address=addr, prefixlen=24)
+            add(ipr, index, addr)
     with IPRoute(netns=kernel_ns) as ipr:
         index = ipr.link_lookup(ifname="eth0")[0]
         ipr.link("set", index=index, mtu=mtu, state="up")
-        for addr in (KERNEL, STRANGER):
-            ipr.addr("add", index=index, address=addr, prefixlen=24)
+        for addr in kernel_addrs:
+            add(ipr, index, addr)
 
 
-def kernel_vtep(lab: Lab, ns: str, remotes: list[str], vni: int = VNI) -> None:
+def kernel_vtep(lab: Lab, ns: str, remotes: list[str], vni: int = VNI,
+                local: str = KERNEL) -> None:
     """vxlan0 (dstport 4789, learning on) in a bridge br0 of ns, flooding to remotes."""
     sh(lab, ns,
-       f"ip link add vxlan0 type vxlan id {vni} dstport 4789 local {KERNEL} dev eth0",
+       f"ip link add vxlan0 type vxlan id {vni} dstport 4789 local {local} dev eth0",
        *(f"bridge fdb append 00:00:00:00:00:00 dev vxlan0 dst {r}" for r in remotes),
        "ip link add br0 type bridge",
        "ip link set vxlan0 master br0",
@@ -128,6 +138,32 @@ def test_kernel_vtep_and_switch_ping_at_mtu_1500_and_kernel_learns(lab: Lab) -> 
     # The kernel learned host a's MAC behind fastrelay's address.
     fdb = lab.run(hk, ["bridge", "fdb", "show", "dev", "vxlan0"]).stdout
     assert f"{mac_of(ha)} dst {FR1} " in fdb, fdb
+    status, err = lab.stop(relay)
+    assert status == 0, err
+
+
+@pytest.mark.parametrize("path_mtu", [1570, 1569])
+def test_ipv6_underlay_needs_70_bytes_and_never_fragments(lab: Lab, path_mtu: int) -> None:
+    """Over an IPv6 underlay, 1500 bytes of inner IP need a path MTU of 1570 (IPv6 40, UDP
+    8, VXLAN 8, inner Ethernet 14). One byte less and they must not pass: fastrelay would
+    have to fragment them (the kernel VTEP would reassemble), and it must not."""
+    hk = lab.namespace("k")
+    underlay(lab, hk, [FR1_6], mtu=path_mtu, kernel_addrs=(KERNEL_6,))
+    lab.bridge("brF")
+    ha = lab.host("a", "brF", A4, A6)
+    kernel_vtep(lab, hk, [FR1_6], local=KERNEL_6)
+    hb = lab.host("b", "br0", B4, B6, bridge_ns=hk)
+    relay = lab.relay("--switch", "-l", "127.0.0.1:5500", "brF",
+                      f"vxlan:{VNI}:4789:[{KERNEL_6}]:4789")
+    started(lab, relay, "brF")
+    lab.ping_until(ha, B4, size=1400, fragment=False)
+    fdb = lab.run(hk, ["bridge", "fdb", "show", "dev", "vxlan0"]).stdout
+    assert f"{mac_of(ha)} dst {FR1_6} " in fdb, fdb
+    if path_mtu >= 1570:
+        lab.ping_until(ha, B4, size=1472, fragment=False)
+    else:
+        big = lab.ping(ha, B4, size=1472, count=2, fragment=False, deadline=3)
+        assert big.returncode != 0, big.stdout
     status, err = lab.stop(relay)
     assert status == 0, err
 
