@@ -161,6 +161,7 @@ def test_ipv6_underlay_needs_70_bytes_and_never_fragments(lab: Lab, path_mtu: in
     assert f"{mac_of(ha)} dst {FR1_6} " in fdb, fdb
     if path_mtu >= 1570:
         lab.ping_until(ha, B4, size=1472, fragment=False)
+        lab.ping_until(hb, A4, size=1472, fragment=False)
     else:
         big = lab.ping(ha, B4, size=1472, count=2, fragment=False, deadline=3)
         assert big.returncode != 0, big.stdout
