@@ -118,7 +118,15 @@ def frames(lab: Lab, ns: str, *args: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_kernel_vtep_and_switch_ping_at_mtu_1500_and_kernel_learns(lab: Lab) -> None:
+# The forms fastrelay can take around a vxlan: endpoint: the switch (the real use), a hub
+# and point to point (both flood every frame to every remote VTEP: here the one).
+FORMS = {"switch": ["--switch", "-l", "127.0.0.1:5500"], "hub": ["-l", "127.0.0.1:5500"],
+         "point-to-point": []}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_kernel_vtep_and_fastrelay_ping_at_mtu_1500_and_kernel_learns(
+        lab: Lab, form: str) -> None:
     hk = lab.namespace("k")
     # 1500-byte inner frames need 1550 bytes of underlay (IPv4 + UDP + VXLAN + Ethernet).
     underlay(lab, hk, [FR1], mtu=1550)
@@ -126,8 +134,7 @@ def test_kernel_vtep_and_switch_ping_at_mtu_1500_and_kernel_learns(lab: Lab) -> 
     ha = lab.host("a", "brF", A4, A6)
     kernel_vtep(lab, hk, [FR1])
     hb = lab.host("b", "br0", B4, B6, bridge_ns=hk)
-    relay = lab.relay("--switch", "-l", "127.0.0.1:5500", "brF",
-                      f"vxlan:{VNI}:4789:{KERNEL}:4789")
+    relay = lab.relay(*FORMS[form], "brF", f"vxlan:{VNI}:4789:{KERNEL}:4789")
     started(lab, relay, "brF")
 
     # 1472 bytes of ICMP payload + 28 = 1500 bytes of IPv4, don't-fragment: whole frames.
