@@ -305,12 +305,14 @@ def test_wrong_vni_foreign_and_oversized_frames_are_dropped_and_counted(
     assert status == 0, err
 
 
-def test_two_switches_and_a_kernel_vtep_each_broadcast_reaches_every_site_once(
-        lab: Lab) -> None:
+@pytest.mark.parametrize("form", ["switch", "hub"])
+def test_two_fastrelays_and_a_kernel_vtep_each_broadcast_reaches_every_site_once(
+        lab: Lab, form: str) -> None:
     """Sites a and c are fastrelay switches (both in relay_ns, bound to 10.99.0.1 and
     10.99.0.3), site b the kernel VTEP. Each site floods to both others (head-end
     replication); what arrives through VXLAN never goes back into it (split horizon), so
-    a broadcast from any site reaches each other site exactly once."""
+    a broadcast from any site reaches each other site exactly once. As hubs, which send
+    every frame to every remote VTEP, the same holds."""
     hk = lab.namespace("k")
     underlay(lab, hk, [FR1, FR2], mtu=1550)
     lab.bridge("brA")
@@ -319,9 +321,10 @@ def test_two_switches_and_a_kernel_vtep_each_broadcast_reaches_every_site_once(
     hc = lab.host("c", "brC", C4, C6)
     kernel_vtep(lab, hk, [FR1, FR2])
     hb = lab.host("b", "br0", B4, B6, bridge_ns=hk)
-    first = lab.relay("--bind", FR1, "--switch", "-l", "127.0.0.1:5501", "brA",
+    mode = ["--switch"] if form == "switch" else []
+    first = lab.relay("--bind", FR1, *mode, "-l", "127.0.0.1:5501", "brA",
                       f"vxlan:{VNI}:4789:{KERNEL}:4789,peer={FR2}:4789")
-    second = lab.relay("--bind", FR2, "--switch", "-l", "127.0.0.1:5502", "brC",
+    second = lab.relay("--bind", FR2, *mode, "-l", "127.0.0.1:5502", "brC",
                        f"vxlan:{VNI}:4789:{KERNEL}:4789,peer={FR1}:4789")
     started(lab, first, "brA")
     started(lab, second, "brC")
@@ -329,6 +332,9 @@ def test_two_switches_and_a_kernel_vtep_each_broadcast_reaches_every_site_once(
     # Unicast between every pair of sites, at a full 1500-byte MTU.
     for src, dst in ((ha, B4), (ha, C4), (hb, C4)):
         lab.ping_until(src, dst, size=1472, fragment=False)
+    # The kernel learned each fastrelay site's host behind that site's own address.
+    fdb = lab.run(hk, ["bridge", "fdb", "show", "dev", "vxlan0"]).stdout
+    assert f"{mac_of(ha)} dst {FR1} " in fdb and f"{mac_of(hc)} dst {FR2} " in fdb, fdb
 
     hosts = {"a": ha, "b": hb, "c": hc}
     sniffers = {name: Sniffer(lab, ns, seconds=3) for name, ns in hosts.items()}
