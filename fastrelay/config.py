@@ -280,6 +280,21 @@ class KeyLines:
                 return self.index[path[:end]]
         return None
 
+    def find_table(self, path: tuple[str, ...], index: int) -> int | None:
+        """The line of the index-th (0-based) inline table `{` in the array at path."""
+        start = self.find(path)
+        if start is None:
+            return None
+        seen = 0
+        for number in range(start, min(len(self.lines), start + 200) + 1):
+            line = self.lines[number - 1]
+            if number == start:
+                line = line.partition("=")[2]
+            seen += line.count("{")
+            if seen > index:
+                return number
+        return start
+
     def find_item(self, path: tuple[str, ...], value: str) -> int | None:
         """The line of one string item of the array at path (it may span lines)."""
         start = self.find(path)
@@ -341,9 +356,14 @@ class _Checker:
         self.problems: list[ConfigProblem] = []
         self.base_dir = base_dir  # relative certificate paths are relative to the file
 
-    def problem(self, path: tuple[str | int, ...], message: str, item: str | None = None) -> None:
+    def problem(self, path: tuple[str | int, ...], message: str, item: str | None = None,
+                table: int | None = None) -> None:
+        """Record a problem at path; its line is that of the string `item` in the array at
+        path, or of its `table`-th inline table, or of the key."""
         keys = tuple(p for p in path if isinstance(p, str))
-        line = self.where.find_item(keys, item) if item is not None else self.where.find(keys)
+        line = (self.where.find_item(keys, item) if item is not None
+                else self.where.find_table(keys, table) if table is not None
+                else self.where.find(keys))
         self.problems.append(ConfigProblem(line, _show_key(path), message))
 
     def table(self, doc: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
@@ -506,9 +526,11 @@ class _Checker:
                                                 "[\"127.0.0.1:5001\", \"6000:127.0.0.1:6001\"]")
             return []
         out: list[tuple[str, Target]] = []
+        tables = 0
         for i, item in enumerate(raw):
             if isinstance(item, dict):
-                text = self.vxlan_table(item, path + ("endpoints", i))
+                text = self.vxlan_table(item, path + ("endpoints", i), tables)
+                tables += 1
                 if text is None:
                     continue
             elif isinstance(item, str):
@@ -517,10 +539,13 @@ class _Checker:
                 self.problem(path + ("endpoints", i), f"must be a target string (or a vxlan "
                                                       f"table), not {_type_name(item)}")
                 continue
+            # Where the endpoint is written: a string's own line, or its table's.
+            where: dict[str, Any] = ({"table": tables - 1} if isinstance(item, dict)
+                                     else {"item": text})
             try:
                 target = parse_target(text)
             except TargetError as exc:
-                self.problem(path + ("endpoints", i), exc.reason, item=text)
+                self.problem(path + ("endpoints", i), exc.reason, **where)
                 continue
             if isinstance(target, StdioTarget):
                 self.problem(path + ("endpoints", i), "'-' (stdio) is for the command line "
@@ -534,39 +559,41 @@ class _Checker:
             out.append((text, target))
         return out
 
-    def vxlan_table(self, table: dict[str, Any], path: tuple[str | int, ...]) -> str | None:
-        """The target string of `{ vxlan = VNI, port = PORT, peers = ["HOST:PORT", ...] }`,
-        or None (problems recorded)."""
+    def vxlan_table(self, table: dict[str, Any], path: tuple[str | int, ...],
+                    index: int) -> str | None:
+        """The target string of `{ vxlan = VNI, port = PORT, peers = ["HOST:PORT", ...] }`
+        (the index-th inline table of its array), or None (problems recorded)."""
         keys = ("vxlan", "port", "peers")
         for key in table:
             if key not in keys:
                 self.problem(path + (key,), "unknown key of a vxlan endpoint (known: "
-                                            "vxlan, port, peers)")
+                                            "vxlan, port, peers)", table=index)
         ok = True
         for key, low, high in (("vxlan", 0, VXLAN_VNI_MAX), ("port", 1, 65535)):
             if key not in table:
-                self.problem(path, f"a vxlan endpoint table needs `{key}`")
+                self.problem(path, f"a vxlan endpoint table needs `{key}`", table=index)
                 ok = False
                 continue
             why = check_number(table[key], low, high, integer=True)
             if why is not None:
-                self.problem(path + (key,), why)
+                self.problem(path + (key,), why, table=index)
                 ok = False
         peers = table.get("peers")
         if (not isinstance(peers, list) or not peers
                 or not all(isinstance(p, str) and p and "," not in p for p in peers)):
             self.problem(path + ("peers",), "must be a non-empty list of \"HOST:PORT\" "
-                                            "strings (the remote endpoints)")
+                                            "strings (the remote endpoints)", table=index)
             return None
         if len(peers) > VXLAN_PEERS_MAX:
             self.problem(path + ("peers",), f"{len(peers)} remote endpoints: at most "
-                                            f"{VXLAN_PEERS_MAX}")
+                                            f"{VXLAN_PEERS_MAX}", table=index)
             return None
         if not ok:
             return None
         first = peers[0]
         if first.startswith("[") and "]:" not in first or ":" not in first:
-            self.problem(path + ("peers",), f"{first!r}: expected HOST:PORT or [IPV6]:PORT")
+            self.problem(path + ("peers",), f"{first!r}: expected HOST:PORT or [IPV6]:PORT",
+                         table=index)
             return None
         return vxlan_text(table["vxlan"], table["port"], peers)
 

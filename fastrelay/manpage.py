@@ -98,7 +98,10 @@ CONFIG_KEYS: tuple[tuple[str, str, str], ...] = (
      ("what -l takes: PORT, HOST:PORT, [V6]:PORT or unix:PATH (a hub needs listen, "
       "endpoints or both).")),
     ("hub.NAME", "endpoints",
-     "any number of targets. Any key of [defaults] may be set here too."),
+     ("any number of targets. A VXLAN endpoint may also be written as a table: "
+      "{ vxlan = VNI, port = LPORT, peers = [\"HOST:PORT\", ...] } is "
+      "vxlan:VNI:LPORT:FIRST,peer=SECOND,... (its name in stats and logs). Any key of "
+      "[defaults] may be set here too.")),
     ("hub.NAME", "pcap",
      ("a file (or FIFO) that gets every frame of the hub (or link) as pcapng, appended to "
       "across restarts; see CAPTURE. A reload that changes only the pcap keys leaves the "
@@ -143,6 +146,9 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...]], ...] = (
       "(the first command on host A, the second on host B):"),
      ("fastrelay --switch --reconnect -l 5000 hostB:5001,trunk",
       "fastrelay --switch -l 5000 listen:5001,trunk")),
+    (("A switch whose guests join VXLAN segment 42 with two remote tunnel endpoints (Linux "
+      "vxlan devices with dstport 4789, Open vSwitch, other fastrelays):"),
+     ("fastrelay --switch -l 5000 vxlan:42:4789:10.0.0.2:4789,peer=10.0.0.3:4789",)),
     ("The daemon, its file checked first; then its counters, redrawn every 2 seconds:",
      ("fastrelay --check /etc/fastrelay/fastrelay.toml",
       "fastrelay --config /etc/fastrelay/fastrelay.toml",
@@ -172,6 +178,8 @@ COMPATIBILITY: tuple[tuple[str, str, str], ...] = (
      ("a hub by default; --switch learns MACs and sends unicast to one port, ,trunk links "
       "never pass a frame from one relay to another (split horizon), loops are cut and "
       "duplicate MACs reported.")),
+    ("VXLAN", "none", ("vxlan: targets, a tunnel endpoint of a standard overlay (RFC 7348), "
+                       "without root.")),
 )
 
 SIGNALS: tuple[tuple[str, str], ...] = (

@@ -60,8 +60,11 @@ cdef class DatagramPort(Port):
         if peers:
             if peer is not None or learn_peer:
                 raise ValueError(f"{name}: peers= excludes peer= and learn_peer=")
-            if len(peers) > 0xffff:
-                raise ValueError(f"{name}: {len(peers)} peers: at most 65535")
+            if family != AF_INET and family != AF_INET6:
+                raise ValueError(f"{name}: several peers need an inet socket (sent to by name)")
+            if len(peers) > 0x7fff:
+                # FrameBatch.remote names a peer in an int16.
+                raise ValueError(f"{name}: {len(peers)} peers: at most {0x7fff}")
             self.peers = <sockaddr_storage *>PyMem_RawCalloc(len(peers), sizeof(sockaddr_storage))
             self.peer_lens = <socklen_t *>PyMem_RawCalloc(len(peers), sizeof(socklen_t))
             if self.peers == NULL or self.peer_lens == NULL:
