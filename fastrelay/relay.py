@@ -308,17 +308,20 @@ class Relay:
         STATS_MAC_TABLE_ROWS rows, by VLAN and MAC; the rest are counted)."""
         stats = SwitchStats(self.switch.mode, self.options.mac_age, self.switch.stats())
         if table:
-            entries = sorted(self.switch.entries(time.monotonic_ns()),
+            entries = sorted(self.switch.entries(time.monotonic_ns(), with_remote=True),
                              key=lambda entry: (entry[1], entry[0]))
             shown = entries[:defaults.STATS_MAC_TABLE_ROWS]
             ports = {port.switch_id: (port.name, self._owners[port]) for port in self._owners}
             labels = dict(zip(self.endpoints, self.labels))
             rows = []
-            for mac, vlan, switch_id, age in shown:
+            for mac, vlan, switch_id, age, remote in shown:
                 name, endpoint = ports.get(switch_id, (self._port_name(switch_id), None))
                 label = labels.get(endpoint) if endpoint is not None else None
-                rows.append({"mac": mac, "vlan": vlan, "port": name, "endpoint": label,
-                             "age": round(age, 1)})
+                row = {"mac": mac, "vlan": vlan, "port": name, "endpoint": label,
+                       "age": round(age, 1)}
+                if isinstance(endpoint, VxlanEndpoint) and remote >= 0:
+                    row["remote"] = endpoint.remote_name(remote)  # the VTEP it is behind
+                rows.append(row)
             stats.table = rows
             stats.omitted = len(entries) - len(shown)
         return stats

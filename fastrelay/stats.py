@@ -107,7 +107,8 @@ class SwitchStats:
     mac_age: float               # seconds an unseen MAC stays in the table
     # Switch.stats(): entries, capacity (gauges); SWITCH_TOTALS (counters)
     counters: dict[str, int] = field(default_factory=dict)
-    # The MAC table: {"mac", "vlan", "port" (its name), "endpoint" (its label), "age"}
+    # The MAC table: {"mac", "vlan", "port" (its name), "endpoint" (its label), "age"}, and
+    # "remote" (HOST:PORT) for a MAC behind a remote endpoint of a VXLAN port
     table: list[dict[str, Any]] | None = None
     omitted: int = 0             # table rows left out of `table` (see STATS_MAC_TABLE_ROWS)
 

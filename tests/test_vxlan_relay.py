@@ -196,6 +196,12 @@ def test_daemon_reports_vxlan_counters_in_stats_and_metrics(daemon_process, tmp_
     assert ep["drop_invalid"] == 2 and ep["vxlan"] == {"drop_vni": 1, "drop_foreign": 1,
                                                        "drop_mtu": 0, "replicated": 0}
     assert ep["ports"][0]["drop_vni"] == 1 and ep["ports"][0]["peers"] == 2
+    # A MAC learned through VXLAN: the MAC table names the remote endpoint it is behind.
+    vtep.send([make_frame(60, src=b"\x02\x00\x00\x00\x00\x7e")])
+    guest.recv(1)
+    rows = json.loads(query(ctl))["links"][0]["switch"]["mac_table"]
+    assert [(r["mac"], r["endpoint"], r.get("remote")) for r in rows] == [
+        ("02:00:00:00:00:7e", label, f"{host}:{rport}")]
     samples, _ = parse_prometheus(query(ctl, "metrics"))
     assert value(samples, "fastrelay_vxlan_dropped_frames_total", link="lab", endpoint=label,
                  reason="vni") == 1

@@ -28,7 +28,8 @@ cdef class DatagramPort(Port):
         readonly int npeers      # entries of peers (0: a port with one peer or none)
         char tx_hdr[TX_HDR_MAX]  # sent as its own iovec before every frame (an encapsulation
         Py_ssize_t tx_hdr_len    # header, VXLAN's); 0: frames go alone
-        readonly uint64_t replicated  # copies sent beyond the first: frames for every peer
+        readonly uint64_t replicated  # copies made beyond the first of frames for every peer
+                                      # (each then sent, queued or dropped as any frame)
         readonly uint64_t drop_mtu  # of drop_send: too big for the path (EMSGSIZE, never
                                     # fragmented when the socket says don't-fragment)
         socklen_t peer_len       # 0 while no peer is known (learning mode, nothing heard yet)

@@ -196,16 +196,18 @@ cdef class MacTable:
 
     # Python view, for stats and tests (never on the data path).
 
-    def entries(self, int64_t now):
-        """[(MAC text, VLAN id, port, age in seconds)] of the live entries; now in ns."""
+    def entries(self, int64_t now, bint with_remote=False):
+        """[(MAC text, VLAN id, port, age in seconds)] of the live entries; now in ns.
+        with_remote: each with the remote endpoint behind the port too (-1: none)."""
         cdef uint32_t t = ns_to_ms(now), i
         cdef FdbEntry *e
         out = []
         for i in range(self.nslots):
             e = &self.slots[i]
             if e.key != 0 and ms_since(t, e.seen) <= self.max_age:
-                out.append((mac_text((e.key & ~FDB_USED) >> FDB_VLAN_BITS),
-                            <int>(e.key & FDB_VLAN_MASK), e.port, ms_since(t, e.seen) / 1000.0))
+                row = (mac_text((e.key & ~FDB_USED) >> FDB_VLAN_BITS),
+                       <int>(e.key & FDB_VLAN_MASK), e.port, ms_since(t, e.seen) / 1000.0)
+                out.append(row + (e.remote,) if with_remote else row)
         return out
 
     def dump(self):

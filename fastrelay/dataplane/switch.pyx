@@ -174,9 +174,10 @@ cdef class Switch:
                 "loops": self.loops, "duplicates": self.duplicates,
                 "events_lost": self.events_lost}
 
-    def entries(self, int64_t now):
-        """The MAC table: [(MAC text, VLAN id, port id, age in seconds)]; now in ns."""
-        return self.fdb.entries(now)
+    def entries(self, int64_t now, bint with_remote=False):
+        """The MAC table: [(MAC text, VLAN id, port id, age in seconds)]; now in ns.
+        with_remote: each with the remote endpoint (VXLAN) it is behind, -1 if none."""
+        return self.fdb.entries(now, with_remote)
 
     def drain_events(self):
         """Events since the last drain, oldest first: [(kind, MAC text or None, VLAN id,

@@ -40,9 +40,11 @@ class VxlanEndpoint(Endpoint):
         self.trunk = True
         self._retired = dict.fromkeys(VXLAN_COUNTERS, 0)  # counters of ports already closed
         self._ports: list[VxlanPort] = []
+        self._peers: list[tuple[object, ...]] = []  # the remote endpoints' addresses, resolved
 
     async def start(self) -> None:
         family, peers = await self._resolve()
+        self._peers = peers
         bind = self.relay.options.bind or ("::" if family == socket.AF_INET6 else "0.0.0.0")
         try:
             sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -87,6 +89,13 @@ class VxlanEndpoint(Endpoint):
                                             f"{address[0]} port {port} again")
             peers.append(address)
         return family, peers
+
+    def remote_name(self, index: int) -> str:
+        """ADDRESS:PORT of remote endpoint index (as the data plane numbers them)."""
+        if not 0 <= index < len(self._peers):
+            return f"#{index}"
+        host, port = self._peers[index][:2]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
     def counters(self) -> dict[str, int]:
         """VXLAN_COUNTERS over every port this endpoint has had (closed ones included)."""
