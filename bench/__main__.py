@@ -28,10 +28,10 @@ from .tap import (
 
 # Small enough for CI to run in seconds, wide enough to touch every code path:
 # UDP and TCP framing, a hub, both baselines, the mixed case, and a switch with several
-# senders and announced receivers.
+# senders and announced receivers, and two switches joined by VXLAN.
 SMOKE_SCENARIOS = ["direct-udp", "direct-tcp", "naive-udp-p2p", "naive-tcp-hub-2",
                    "fastrelay-udp-p2p", "fastrelay-tcp-p2p", "fastrelay-tcp-hub-2",
-                   "fastrelay-mixed", "fastrelay-tcp-switch-pairs-8"]
+                   "fastrelay-mixed", "fastrelay-tcp-switch-pairs-8", "fastrelay-vxlan-link"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

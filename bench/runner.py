@@ -107,6 +107,7 @@ class Runner:
         sinks: list[Proc | None] = [None] * len(ends)
         gens: list[Proc | None] = [None] * len(topo.senders)
         relay: Proc | None = None
+        relay2: Proc | None = None   # the far switch of a link scenario
 
         def start(name: str, argv: list[str], cpu: int | None, cwd: str | None = None) -> Proc:
             p = Proc(name, argv, work, cpu=cpu, cwd=cwd)
@@ -159,9 +160,13 @@ class Runner:
                                CONNECT_TIMEOUT, procs)
             # 2. The relay; ready when its listeners and UDP ports are there (read from /proc).
             if topo.relay_args is not None:
-                argv = relay_argv(sc.relay, self.bins["naive"], duration + 120,
-                                  o.fastrelay_cmd) + topo.relay_args
-                relay = start("relay", argv, o.relay_cpu if o.pin else None, cwd=str(REPO))
+                command = relay_argv(sc.relay, self.bins["naive"], duration + 120,
+                                     o.fastrelay_cmd)
+                if topo.relay2_args is not None:
+                    relay2 = start("relay2", command + topo.relay2_args,
+                                   o.relay_cpu if o.pin else None, cwd=str(REPO))
+                relay = start("relay", command + topo.relay_args, o.relay_cpu if o.pin else None,
+                              cwd=str(REPO))
                 for port in topo.relay_tcp:
                     wait_until(f"relay to listen on tcp {port}", partial(tcp_listening, port),
                                CONNECT_TIMEOUT, procs)
@@ -182,11 +187,13 @@ class Runner:
                 # A connect() completes in the kernel before the relay has accept()ed
                 # and joined the client to its hub; frames sent earlier could miss it.
                 time.sleep(o.settle)
-                if not relay.alive():
-                    raise BenchError(f"relay exited: {relay.stderr_tail()}")
+                for r in (relay, relay2):
+                    if r is not None and not r.alive():
+                        raise BenchError(f"{r.name} exited: {r.stderr_tail()}")
 
-            # 4. Measure.
-            cpu0 = relay.cpu_seconds() if relay else None
+            # 4. Measure (the CPU of both relays, for a link between two).
+            relays = [r for r in (relay, relay2) if r is not None]
+            cpu0 = _cpu_sum(relays)
             t0 = time.monotonic()
             started = [g for g in gens if g is not None]
             for g in started:
@@ -206,7 +213,7 @@ class Runner:
                 deadline = time.monotonic() + o.idle + 5 + duration
                 for s in measured:
                     s.wait(max(0.1, deadline - time.monotonic()))
-            cpu1 = relay.cpu_seconds() if relay else None
+            cpu1 = _cpu_sum(relays)
             wall = time.monotonic() - t0
             # A point-to-point relay may leave when a side closes (netrelay does);
             # a hub must outlive its clients.
@@ -223,10 +230,11 @@ class Runner:
         finally:
             # Endpoints first, then the relay: it must not see a storm of errors mid-run.
             for p in procs:
-                if p is not relay:
+                if p is not relay and p is not relay2:
                     p.stop()
-            if relay is not None:
-                relay.stop()
+            for r in (relay, relay2):
+                if r is not None:
+                    r.stop()
 
     # -- a table row -----------------------------------------------------
 
@@ -297,9 +305,18 @@ class Runner:
             row.error = f"{row.corrupt} corrupt frames"
 
 
+def _cpu_sum(relays: list[Proc]) -> float | None:
+    """CPU seconds of every relay so far; None without relays (or when one is unreadable)."""
+    seconds = [r.cpu_seconds() for r in relays]
+    if not seconds or any(s is None for s in seconds):
+        return None
+    return sum(s for s in seconds if s is not None)
+
+
 def add_ratios(rows: list[Row]) -> list[str]:
     """Within this run only: each row against naive, netrelay and direct at the same size,
-    a switch-mode unicast row against the same shape as a hub ("hub").
+    a switch-mode unicast row against the same shape as a hub ("hub"), a VXLAN link
+    between two switches against the plain UDP link between them ("udp-link").
 
     fps_x_B = this row's per-sink frames/s over B's (higher is better);
     cpu_x_B = B's relay ns/frame over this row's (higher: this relay is cheaper).
@@ -314,6 +331,9 @@ def add_ratios(rows: list[Row]) -> list[str]:
                  "netrelay": by_key.get(("netrelay", r.shape, r.size)),
                  "direct": by_key.get(("direct", r.shape.split("-")[0]
                                        if r.shape != "mixed" else "udp", r.size))}
+        if r.shape == "vxlan-link":
+            # VXLAN between two switches is judged against the plain UDP trunk between them.
+            bases = {"udp-link": by_key.get((r.relay, "udp-link", r.size))}
         if r.unicast:
             # A unicast row is compared with its twin in the other mode, not with a
             # broadcast row: a switch row over the same shape as a hub.
@@ -326,7 +346,7 @@ def add_ratios(rows: list[Row]) -> list[str]:
                 r.ratios[f"cpu_x_{name}"] = base.relay_ns_per_frame / r.relay_ns_per_frame
             if name not in used:
                 used.append(name)
-    return [b for b in ("naive", "netrelay", "direct", "hub") if b in used]
+    return [b for b in ("naive", "netrelay", "direct", "hub", "udp-link") if b in used]
 
 
 def cpu_count() -> int:

@@ -17,6 +17,7 @@ HUB_SIZES = (2, 4, 8)
 IDLE_PORTS = (0, 2, 6)   # the socket_vmnet scenario: idle ends beside one streaming pair
 PAIRS_PORTS = 8          # the bulk unicast scenario: this many ends, half of them senders
 LOOP = "127.0.0.1"
+VXLAN_VNI = 42
 
 # MAC ids of the ends of a unicast scenario (02:62:65:6e:63:ID, src/frame.h): sender k
 # sends to sink k only; idle ends are announced sinks nobody sends to.
@@ -37,6 +38,9 @@ class Topology:
     relay_args: list[str] | None = None          # None: direct link, no relay
     relay_tcp: list[int] = field(default_factory=list)   # ports the relay listens on
     relay_udp: list[int] = field(default_factory=list)   # ports the relay binds
+    # A second relay of the same program, started before the first (the far end of a
+    # relay-to-relay link); relay_tcp/relay_udp then list both relays' ports.
+    relay2_args: list[str] | None = None
     # Unicast scenarios (switch mode): sender k (`sender`, then `more_senders`) sends to
     # sink k alone; every sink and idle end announces its MAC when it starts and counts
     # only what is addressed to it. Idle ends are sinks that are not measured.
@@ -78,8 +82,10 @@ class Scenario:
 
     @property
     def latency_ok(self) -> bool:
-        """Ping-pong needs exactly two ends: the echo must only reach the pinger."""
-        return self.nsinks == 1 and not self.unicast
+        """Ping-pong needs exactly two ends: the echo must only reach the pinger. Not through
+        switches (the link shapes): the reflector echoes frames unchanged, so the pinger's
+        MAC would arrive from both sides, a move per frame, which a switch takes for a loop."""
+        return self.nsinks == 1 and not self.unicast and not self.shape.endswith("-link")
 
     @property
     def transport(self) -> str:
@@ -161,6 +167,27 @@ def udp_hub(n: int) -> Maker:
     return make
 
 
+def switch_link(kind: str) -> Maker:
+    """Two switches joined by one link (@kind "udp": a plain UDP trunk, "vxlan": VXLAN),
+    a UDP end on each: sender -> switch A -> link -> switch B -> sink. Both switches flood
+    the sender's broadcast frames to their one other port, as for unknown unicast."""
+    def make(ports: PortPool, tmp: Path) -> Topology:
+        g, s = _udp_pair(ports)       # the ends' own ports
+        a, b = _udp_pair(ports)       # the switches' ports facing the ends
+        x, y = _udp_pair(ports)       # the link: switch A's and switch B's side
+        h1, h2 = ports.take(), ports.take()
+        if kind == "vxlan":
+            link_a, link_b = f"vxlan:{VXLAN_VNI}:{x}:{LOOP}:{y}", f"vxlan:{VXLAN_VNI}:{y}:{LOOP}:{x}"
+        else:
+            link_a, link_b = f"{x}:{LOOP}:{y},trunk", f"{y}:{LOOP}:{x},trunk"
+        return Topology(sender=f"udp:{g}:{LOOP}:{a}", sinks=[f"udp:{s}:{LOOP}:{b}"],
+                        relay_args=["--switch", "-l", f"{LOOP}:{h1}", f"{a}:{LOOP}:{g}", link_a],
+                        relay2_args=["--switch", "-l", f"{LOOP}:{h2}", link_b,
+                                     f"{b}:{LOOP}:{s}"],
+                        relay_tcp=[h1, h2], relay_udp=[a, x, y, b])
+    return make
+
+
 def _hub_argv(mode: str, port: int) -> list[str]:
     """The relay's arguments for a hub (mode "hub") or a switch on TCP @port."""
     return (["--switch"] if mode == "switch" else []) + ["-l", str(port)]
@@ -210,6 +237,13 @@ UNICAST_SHAPES: dict[str, tuple[int, Maker]] = {
        for mode in ("hub", "switch") for n in IDLE_PORTS},
 }
 
+# Links between two fastrelay switches (issue 15), fastrelay only: VXLAN beside the plain
+# UDP trunk, same ends and sizes; `x udp-link` is the VXLAN row over the UDP one.
+LINK_SHAPES: dict[str, tuple[int, Maker]] = {
+    "udp-link": (1, switch_link("udp")),
+    "vxlan-link": (1, switch_link("vxlan")),
+}
+
 
 def all_scenarios() -> list[Scenario]:
     """Every scenario name the runner knows, available or not, in table order."""
@@ -221,6 +255,8 @@ def all_scenarios() -> list[Scenario]:
             if shape in shapes:
                 out.append(Scenario(f"{relay}-{shape}", relay, shape, SHAPES[shape][0],
                                     SHAPES[shape][1]))
+    for shape, (nsinks, make) in LINK_SHAPES.items():
+        out.append(Scenario(f"fastrelay-{shape}", "fastrelay", shape, nsinks, make))
     for shape, (nsinks, make) in UNICAST_SHAPES.items():
         out.append(Scenario(f"fastrelay-{shape}", "fastrelay", shape, nsinks, make, unicast=True))
     return out

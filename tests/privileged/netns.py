@@ -81,11 +81,13 @@ class Lab:
             ipr.link("set", index=index, mtu=mtu, state="up")
             return int(index)
 
-    def host(self, role: str, bridge: str, v4: str, v6: str, mtu: int = 1500) -> str:
-        """A test host namespace: veth `eth0` with v4/24 and v6/64, its peer in bridge."""
+    def host(self, role: str, bridge: str, v4: str, v6: str, mtu: int = 1500,
+             bridge_ns: str | None = None) -> str:
+        """A test host namespace: veth `eth0` with v4/24 and v6/64, its peer in bridge
+        (a bridge of bridge_ns, by default of relay_ns)."""
         ns = self.namespace(role)
         peer = f"v{role}"
-        with IPRoute(netns=self.relay_ns) as ipr:
+        with IPRoute(netns=bridge_ns or self.relay_ns) as ipr:
             ipr.link("add", ifname=peer, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
             index = ipr.link_lookup(ifname=peer)[0]
             master = ipr.link_lookup(ifname=bridge)[0]
