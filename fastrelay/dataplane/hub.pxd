@@ -32,6 +32,7 @@ cdef class Hub:
 
     cdef int poll_round(self) except -1
     cdef bint should_linger(self, int64_t started, bint after_wait) noexcept
+    cdef bint others_ready(self) noexcept
     cdef FrameBatch *new_batch(self)
     cdef int forward(self, Port src, FrameBatch *batch) except -1
     cdef bint should_read(self, Port src)

@@ -5,6 +5,12 @@ cdef enum:
     # its events from those of the read side. Python objects are at least 8-byte aligned.
     WFD_TAG = 1
 
+# Every hub of this process in one epoll set (their epoll descriptors, nested): a daemon
+# serves every link's hub from one event loop, so while one hub waits for more frames
+# (batch wait) another's wait in its sockets too. A hub about to wait looks here first
+# and does not wait when another hub has something ready. -1 until the first hub.
+cdef int hubs_epfd = -1
+
 cdef class Hub:
     """Fan-out of frames between ports, driven by one epoll set.
 
@@ -30,8 +36,16 @@ cdef class Hub:
 
     def __cinit__(self, on_close=None, QueueBudget budget=None, Switch switch=None,
                   on_event=None):
+        global hubs_epfd
+        cdef epoll_event ev
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
+            PyErr_SetFromErrno(OSError)
+        if hubs_epfd < 0:
+            hubs_epfd = epoll_create1(EPOLL_CLOEXEC)
+        ev.events = EPOLLIN
+        ev.data.fd = self.epfd
+        if hubs_epfd < 0 or epoll_ctl(hubs_epfd, EPOLL_CTL_ADD, self.epfd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
         self.live = []
         self.closing = []
@@ -52,6 +66,7 @@ cdef class Hub:
 
     def __dealloc__(self):
         if self.epfd >= 0:
+            epoll_ctl(hubs_epfd, EPOLL_CTL_DEL, self.epfd, NULL)
             close(self.epfd)
         PyMem_RawFree(self.batch_rec)
         PyMem_RawFree(self.batch_len)
@@ -186,7 +201,7 @@ cdef class Hub:
         time (a ping, request and response) comes from alternating ports and never waits,
         and a wait that gathers fewer than two frames stops waiting for a while (see
         should_linger). At most LINGER_ROUNDS waits per call, then the control plane's
-        loop runs.
+        loop runs; and none while another hub of the process has work (others_ready).
         """
         cdef int n, total, rounds = 0
         cdef int64_t started
@@ -196,7 +211,8 @@ cdef class Hub:
         cdef timespec wait
         started = monotonic_ns() if self.linger_ns else 0
         total = n = self.poll_round()
-        while rounds < LINGER_ROUNDS and self.should_linger(started, rounds > 0):
+        while (rounds < LINGER_ROUNDS and self.should_linger(started, rounds > 0)
+               and not self.others_ready()):
             wait.tv_sec = 0
             wait.tv_nsec = self.linger_ns
             with nogil:
@@ -235,6 +251,14 @@ cdef class Hub:
             self.linger_skip -= 1
             return False
         return linger
+
+    cdef bint others_ready(self) noexcept:
+        """Has another hub of this process something ready? Then the event loop serving
+        both waits for this poll() to return: waiting for more frames here would make
+        that hub's frames wait as long."""
+        cdef epoll_event ev[2]
+        cdef int n = epoll_wait(hubs_epfd, ev, 2, 0)
+        return n == 2 or (n == 1 and ev[0].data.fd != self.epfd)
 
     cdef int poll_round(self) except -1:
         """One epoll_wait() (not blocking) and its events; returns the events handled."""
