@@ -17,7 +17,7 @@ from fastrelay._core import DatagramPort, Hub
 # The wait the tests ask for: far longer than the sender's gaps, so that what one wait
 # gathers does not depend on how busy the machine is.
 WAIT = 1e-3
-ROUNDS_MAX = 64  # LINGER_ROUNDS (dataplane/consts.pxi)
+ROUNDS_MAX = 8   # LINGER_ROUNDS (dataplane/consts.pxi)
 BACKOFF = 16     # LINGER_BACKOFF
 
 

@@ -68,5 +68,6 @@ def test_a_streaming_hub_does_not_delay_another_hubs_frames() -> None:
         hub_a.close()
         hub_b.close()
     assert len(delays) == PINGS and pa.stats()["rx_frames"] > 0
-    # One wait of A, plus a round, plus scheduling on a busy machine; 64 waits before.
-    assert statistics.median(delays) < 5 * WAIT, [round(d * 1e3, 2) for d in delays]
+    # One wait of A, plus a round, plus scheduling on a busy machine; LINGER_ROUNDS (then
+    # 64) waits before the fix.
+    assert statistics.median(delays) < 3 * WAIT, [round(d * 1e3, 2) for d in delays]

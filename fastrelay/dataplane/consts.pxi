@@ -26,13 +26,13 @@ cdef enum:
     IOV_MAX = 1024
     # Ready events handled per Hub.poll() round.
     EVENTS_MAX = 64
-    # Batch wait (Hub.batch_wait): a hub that has just forwarded a few frames from the same
-    # port as in its previous round, which ended less than LINGER_GAP_FACTOR waits ago,
-    # waits once more before looking again, up to LINGER_ROUNDS times per poll() (so the
-    # control plane's loop still runs at least every LINGER_ROUNDS waits). A round of
-    # LINGER_FRAMES frames or more is batching already and never waits.
+    # Batch wait (Hub.batch_wait, see Hub.poll): a round that forwarded a few frames (fewer
+    # than LINGER_FRAMES; more is batching already) as a stream or a burst, less than
+    # LINGER_GAP_FACTOR waits after the round before, is followed by a wait, up to
+    # LINGER_ROUNDS times per poll(): the control plane's loop (accepts, timers, the
+    # control socket) runs at least every LINGER_ROUNDS waits (160 us at the default).
     LINGER_GAP_FACTOR = 2
-    LINGER_ROUNDS = 64
+    LINGER_ROUNDS = 8
     LINGER_FRAMES = 16
     # Rounds without a wait after a wait that gathered fewer than two frames.
     LINGER_BACKOFF = 16
