@@ -67,7 +67,7 @@ STATS_MAC_TABLE_ROWS = 4096
 # Batch wait (Hub.batch_wait, microseconds): after forwarding a few frames from a port that
 # streams one frame per write, wait this long for more before looking again (0: never).
 # The most a frame can wait for it; ping-pong and request/response traffic never waits.
-BATCH_WAIT_US = 20
+BATCH_WAIT_US = 50
 BATCH_WAIT_US_RANGE = (0, 1000)
 # Socket buffers asked for datagram ports: bursts of a VM outrun the default 208 KiB.
 DGRAM_SOCKET_BUFFER = 4 * 1024 * 1024

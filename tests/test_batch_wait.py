@@ -18,7 +18,7 @@ from fastrelay._core import DatagramPort, Hub
 # gathers does not depend on how busy the machine is.
 WAIT = 1e-3
 ROUNDS_MAX = 8   # LINGER_ROUNDS (dataplane/consts.pxi)
-BACKOFF = 16     # LINGER_BACKOFF
+BACKOFF = 64     # LINGER_BACKOFF
 
 
 def udp_socket() -> socket.socket:

@@ -30,15 +30,15 @@ cdef enum:
     # than LINGER_FRAMES; more is batching already) as a stream or a burst, less than
     # LINGER_GAP_FACTOR waits after the round before, is followed by a wait, up to
     # LINGER_ROUNDS times per poll(): the control plane's loop (accepts, timers, the
-    # control socket) runs at least every LINGER_ROUNDS waits (160 us at the default).
+    # control socket) runs at least every LINGER_ROUNDS waits (400 us at the default).
     LINGER_GAP_FACTOR = 2
     LINGER_ROUNDS = 8
     LINGER_FRAMES = 16
-    # Rounds without a wait after a wait that gathered fewer than two frames.
-    LINGER_BACKOFF = 16
-    # The default wait (ns) and the largest allowed (a wait is latency added to the frames
-    # that arrive during it, and nothing else).
-    LINGER_DEFAULT_NS = 20000
+    # Rounds without a wait after a wait that gathered fewer than two frames (one frame in
+    # flight whose answer takes another path then waits once in LINGER_BACKOFF + 1).
+    LINGER_BACKOFF = 64
+    # The largest wait allowed (ns): a wait is latency added to the frames that arrive
+    # during it. The default is the control plane's (defaults.BATCH_WAIT_US).
     LINGER_MAX_NS = 1000000
     # UDP GSO (UDP_SEGMENT) on send: segments per message (the kernel's UDP_MAX_SEGMENTS:
     # 64 before Linux 6.x raised it to 128; we send at most the lower figure) and bytes per
