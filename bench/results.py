@@ -43,6 +43,7 @@ SCENARIOS = [
 
 # Latency is measured unpinned: pinned, every hop must wake an idle vCPU on the other
 # core (~30 us here, for naive as much as for fastrelay), which says nothing about a relay.
+LATENCY_ROUNDS = 3
 LATENCY_SCENARIOS = ["direct-udp", "direct-tcp", "fastrelay-udp-p2p", "naive-udp-p2p",
                      "fastrelay-tcp-p2p", "naive-tcp-p2p", "fastrelay-tcp-hub-2",
                      "naive-tcp-hub-2"]
@@ -184,7 +185,8 @@ def render(meta: dict[str, str], command: str, rows: list[dict[str, Any]],
         f"- fastrelay: {meta['fastrelay']}",
         f"- netrelay: {meta['netrelay']}",
         "- method: throughput with the relay pinned to core 1 (`taskset`), load generator and",
-        "  sinks on core 0; latency (ping-pong, one frame in flight, 3 s a point) unpinned;",
+        "  sinks on core 0; latency (ping-pong, one frame in flight, 3 s a point) unpinned,",
+        f"  {LATENCY_ROUNDS} rounds (scenario order reversed every other round), each point's lowest p50;",
         "  compiled load generator and sink (bench/src) emulate qemu endpoints; bulk senders",
         "  saturate (UDP with GSO, TCP with 256 KiB writes); `naive` is bench/src/naive.c, a",
         "  netrelay-style relay (4-byte recv, payload recv, two sends / recvfrom + sendto).",
@@ -351,8 +353,16 @@ well). CPU is that of both relays (and both stunnels) per GB of frames delivered
 
 
 def merge_latency(rows: list[dict[str, Any]], latency_rows: list[dict[str, Any]]) -> None:
-    """Put the unpinned ping-pong p50/p99 into the throughput rows of the same point."""
-    lat = rows_by([r for r in latency_rows if not r.get("skipped")])
+    """Put the unpinned ping-pong p50/p99 into the throughput rows of the same point: of
+    its LATENCY_ROUNDS rounds, the one with the lowest p50 (a shared machine only ever
+    adds to a round trip)."""
+    lat: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in latency_rows:
+        if r.get("skipped") or r.get("p50_us") is None:
+            continue
+        key = (r["scenario"], r["size"])
+        if key not in lat or r["p50_us"] < lat[key]["p50_us"]:
+            lat[key] = r
     for r in rows:
         other = lat.get((r["scenario"], r["size"]))
         r["p50_us"] = other.get("p50_us") if other else None
@@ -398,9 +408,15 @@ def main(argv: list[str] | None = None) -> int:
         status = run_quiet(["--scenarios", scen, "--sizes", args.sizes,
                             "--seconds", f"{args.seconds:g}", "--pin", "--no-latency",
                             "--json", str(matrix_json)])
-        status |= run_quiet(["--scenarios", ",".join(LATENCY_SCENARIOS), "--sizes", "64,1500",
-                             "--seconds", "0.2", "--latency-seconds", "3",
-                             "--json", str(latency_json)])
+        latency_rows = []
+        for rnd in range(LATENCY_ROUNDS):
+            # The scenarios in reverse order every other round, so that no one of them
+            # always runs at the same moment of whatever else the machine does.
+            order = LATENCY_SCENARIOS if rnd % 2 == 0 else LATENCY_SCENARIOS[::-1]
+            status |= run_quiet(["--scenarios", ",".join(order), "--sizes", "64,1500",
+                                 "--seconds", "0.2", "--latency-seconds", "3",
+                                 "--json", str(latency_json)])
+            latency_rows += json.loads(latency_json.read_text())["rows"]
         switch_md = None
         if not args.no_switch:
             switch_status, switch_rows = switching.run_rounds(run_quiet, args.seconds)
@@ -438,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             status |= int(any(r.error for r in tls_rows))
             tls_md = tls_bench.results_section(tls_rows)
         rows = [r for r in json.loads(matrix_json.read_text())["rows"] if not r.get("skipped")]
-        merge_latency(rows, json.loads(latency_json.read_text())["rows"])
+        merge_latency(rows, latency_rows)
         table_md = table(rows)
         print(table_md)
         iperf = None
