@@ -28,7 +28,7 @@ from typing import Any
 
 LINKS = ["fastrelay-udp-link", "fastrelay-vxlan-link"]
 SIZES = "64,1500"
-ROUNDS = 4
+ROUNDS = 8
 GOAL = 0.9
 
 

@@ -5,7 +5,7 @@ the switch-mode scenarios (hub against switch, bench/switching.py), the tap scen
 unless --no-taps, the one-datagram-per-frame comparison with netrelay (bench/perframe.py)
 unless --no-perframe, the VXLAN link against the UDP link (bench/overlay.py) unless
 --no-overlay, the TLS links unless --no-tls, then the guest-to-guest iperf3 runs
-of tests/qemu (2 rounds) unless --no-qemu, and writes the tables, the ratios the issues
+of tests/qemu (3 rounds) unless --no-qemu, and writes the tables, the ratios the issues
 ask for (each taken within this one run) and PNG charts. A full run takes about 15
 minutes on 2 cores.
 """
@@ -248,7 +248,7 @@ def render(meta: dict[str, str], command: str, rows: list[dict[str, Any]],
     return "\n".join(out)
 
 
-IPERF_ROUNDS = 2
+IPERF_ROUNDS = 3
 IPERF_GOALS = (("relay-udp-p2p", "direct-udp", 1.0), ("relay-tcp-hub", "direct-tcp", 1.0))
 
 
