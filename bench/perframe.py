@@ -14,18 +14,15 @@ only this part and prints its section.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import datetime as dt
-import io
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from . import sections
 
 RATE = 100000
 SIZES = "64,1500"
@@ -128,31 +125,10 @@ def section(best: dict[tuple[str, int], dict[str, Any]], seconds: float, rounds:
     return "\n".join(out)
 
 
-def _quiet(bench_args: list[str]) -> int:
-    """`python -m bench ARGS` in this process, its table not printed."""
-    from . import __main__ as bench_main
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return bench_main.main(bench_args)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run this part alone and print its RESULTS.md section; 1 if a point failed."""
-    ap = argparse.ArgumentParser(prog="python -m bench.perframe",
-                                 description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=2.0, help="sending time per point (default 2)")
-    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds (default {ROUNDS})")
-    args = ap.parse_args(argv)
-    root = Path(__file__).resolve().parent.parent
-    rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True, check=False).stdout.strip()
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = " ".join(["python -m bench.perframe", *(argv if argv is not None else sys.argv[1:])])
-    status, best = run_rounds(_quiet, args.seconds, args.rounds)
-    origin = (f"Command: `{command}` (also run by `python -m bench.results` unless "
-              f"`--no-perframe`), {when}, fastrelay {rev or 'unknown'}.")
-    print(section(best, args.seconds, args.rounds, origin))
-    return status
+    return sections.standalone("perframe", __doc__, "--no-perframe", 2.0, ROUNDS, run_rounds, section,
+                               argv)
 
 
 if __name__ == "__main__":

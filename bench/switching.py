@@ -6,18 +6,14 @@ only this part and prints its section (with the command, date and revision it ca
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import datetime as dt
-import io
 import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import sections
 from .report import markdown_table
 from .runner import Row, add_ratios
 
@@ -188,31 +184,10 @@ def section(rows: list[dict[str, Any]], seconds: float, rounds: int = ROUNDS,
     return "\n".join(out)
 
 
-def _quiet(bench_args: list[str]) -> int:
-    """`python -m bench ARGS` in this process, its table not printed."""
-    from . import __main__ as bench_main
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return bench_main.main(bench_args)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run the switch part alone and print its RESULTS.md section; 1 if a point failed."""
-    ap = argparse.ArgumentParser(prog="python -m bench.switching",
-                                 description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=1.0, help="sending time per point (default 1)")
-    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds (default {ROUNDS})")
-    args = ap.parse_args(argv)
-    root = Path(__file__).resolve().parent.parent
-    rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True, check=False).stdout.strip()
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = " ".join(["python -m bench.switching", *(argv if argv is not None else sys.argv[1:])])
-    status, rows = run_rounds(_quiet, args.seconds, args.rounds)
-    origin = (f"Command: `{command}` (also run by `python -m bench.results` unless "
-              f"`--no-switch`), {when}, fastrelay {rev or 'unknown'}.")
-    print(section(rows, args.seconds, args.rounds, origin))
-    return status
+    """Run this part alone and print its RESULTS.md section; 1 if a point failed."""
+    return sections.standalone("switching", __doc__, "--no-switch", 1.0, ROUNDS, run_rounds, section,
+                               argv)
 
 
 if __name__ == "__main__":
