@@ -122,20 +122,32 @@ def test_hub_slow_reader_loses_only_its_own_frames(inprocess_relay) -> None:  # 
             ports = r.relay.hub.ports
             total = sum(p.rx_frames for p in ports)
             return [(p.name, p.stats(), total - p.rx_frames) for p in ports]
-        while not done.is_set() and len(snapshots) < 200:
+        # Until the transfer is over, and then on while the slow port still holds frames
+        # (its reader drains 2 MB/s, so for a while): on a fast machine the whole transfer
+        # can take less than one snapshot interval. Bounded in count and time.
+        deadline = time.monotonic() + 40
+        while len(snapshots) < 400 and time.monotonic() < deadline:
             snapshots.append(r.call(snap))
+            if done.is_set() and (caught(snapshots) >= 3 or time.monotonic() > done_at[0] + 2):
+                return
             time.sleep(0.01)
 
+    def caught(snaps: list[list[tuple[str, dict[str, int], int]]]) -> int:
+        return sum(1 for snap in snaps for name, st, _ in snap
+                   if name.endswith(slow_name) and st["queued_bytes"] >= 4 * RECORD)
+
+    slow_name = f":{slow.sock.getsockname()[1]}"
+    done_at = [0.0]
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     sender.send(frames)
     try:
         assert fast.recv(len(frames), timeout=30) == frames   # all, in order, not slowed
     finally:
+        done_at[0] = time.monotonic()
         done.set()
         watcher.join(10)
         reader.hurry.set()
-    slow_name = f":{slow.sock.getsockname()[1]}"
     # Let the slow reader drain what its port still holds, then read the final counters.
     wait_until(lambda: port_of(r, slow)["queued_bytes"] == 0, timeout=10, what="drained")
     deadline = time.monotonic() + 10
