@@ -26,13 +26,13 @@ cdef enum:
     IOV_MAX = 1024
     # Ready events handled per Hub.poll() round.
     EVENTS_MAX = 64
-    # Batch wait (Hub.batch_wait, see Hub.poll): a round that forwarded a few frames (fewer
-    # than LINGER_FRAMES; more is batching already) as a stream or a burst, less than
-    # LINGER_GAP_FACTOR waits after the round before, is followed by a wait, up to
-    # LINGER_ROUNDS times per poll(): the control plane's loop (accepts, timers, the
-    # control socket) runs at least every LINGER_ROUNDS waits (400 us at the default).
+    # Batch wait (Hub.batch_wait, see Hub.poll and Hub.next_round): a round that forwarded
+    # LINGER_FRAMES or more is followed by another at once; one that forwarded fewer, as a
+    # stream or a burst, less than LINGER_GAP_FACTOR waits after the round before (or
+    # right after a wait), by a wait. One poll() goes on for up to POLL_BUDGET_NS, then the
+    # control plane's loop (accepts, timers, the control socket) runs.
     LINGER_GAP_FACTOR = 2
-    LINGER_ROUNDS = 8
+    POLL_BUDGET_NS = 1000000
     LINGER_FRAMES = 16
     # Rounds without a wait after a wait that gathered fewer than two frames (one frame in
     # flight whose answer takes another path then waits once in LINGER_BACKOFF + 1).

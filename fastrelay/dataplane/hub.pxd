@@ -28,10 +28,13 @@ cdef class Hub:
         void *last_reader        # round_reader of the previous round (NULL if none or mixed)
         int64_t last_round_end   # monotonic ns when the previous round ended
         readonly uint64_t waits  # batch waits taken (counted for stats)
+        bint last_busy           # the round before was busy (LINGER_FRAMES or more)
+        bint last_waited         # the round that just ended followed a wait
+        bint in_hubs             # counted in hubs_count (hub.pyx)
         int linger_skip          # rounds left that may not wait (after a wait gathered little)
 
     cdef int poll_round(self) except -1
-    cdef bint should_linger(self, int64_t started, bint after_wait) noexcept
+    cdef int next_round(self, int64_t started, bint again) noexcept
     cdef bint others_ready(self) noexcept
     cdef FrameBatch *new_batch(self)
     cdef int forward(self, Port src, FrameBatch *batch) except -1

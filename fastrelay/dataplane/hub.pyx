@@ -10,6 +10,13 @@ cdef enum:
 # (batch wait) another's wait in its sockets too. A hub about to wait looks here first
 # and does not wait when another hub has something ready. -1 until the first hub.
 cdef int hubs_epfd = -1
+cdef int hubs_count = 0  # hubs in hubs_epfd: with one, none other can be ready
+
+cdef enum:
+    # What follows a round (Hub.next_round).
+    ROUND_NONE = 0
+    ROUND_NOW = 1
+    ROUND_AFTER_WAIT = 2
 
 cdef class Hub:
     """Fan-out of frames between ports, driven by one epoll set.
@@ -36,7 +43,7 @@ cdef class Hub:
 
     def __cinit__(self, on_close=None, QueueBudget budget=None, Switch switch=None,
                   on_event=None):
-        global hubs_epfd
+        global hubs_epfd, hubs_count
         cdef epoll_event ev
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
@@ -47,6 +54,8 @@ cdef class Hub:
         ev.data.fd = self.epfd
         if hubs_epfd < 0 or epoll_ctl(hubs_epfd, EPOLL_CTL_ADD, self.epfd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
+        self.in_hubs = True
+        hubs_count += 1
         self.live = []
         self.closing = []
         self.paused = []
@@ -65,6 +74,9 @@ cdef class Hub:
             raise MemoryError()
 
     def __dealloc__(self):
+        global hubs_count
+        if self.in_hubs:
+            hubs_count -= 1
         if self.epfd >= 0:
             epoll_ctl(hubs_epfd, EPOLL_CTL_DEL, self.epfd, NULL)
             close(self.epfd)
@@ -192,71 +204,90 @@ cdef class Hub:
         Batch wait. A sender that writes one datagram (or one stream record) per frame, as
         qemu does, wakes a relay that keeps up with it once per frame, and the wake-up
         (epoll, the event loop, the call into the data plane) then costs more than the
-        frame. So when a round has forwarded only a few frames (fewer than LINGER_FRAMES)
-        just after the round before (less than LINGER_GAP_FACTOR waits later), and they
-        were a burst (two or more) or a stream (one, from the port that forwarded in the
-        round before), the hub waits `batch_wait` and looks again: the frames that came
-        meanwhile are read, and sent, as one batch. What was read is always forwarded
+        frame. So when a round has forwarded a burst (two or more frames) or a stream (one,
+        from the port that forwarded in the round before) just after the round before, the
+        hub waits `batch_wait` and looks again: the frames that came meanwhile are read,
+        and sent, as one batch (next_round() decides). What was read is always forwarded
         before the wait, so a frame waits at most batch_wait; one frame in flight at a
-        time (a ping, request and response) comes from alternating ports and never waits,
-        and a wait that gathers fewer than two frames stops waiting for a while (see
-        should_linger). At most LINGER_ROUNDS waits per call, then the control plane's
-        loop runs; and none while another hub of the process has work (others_ready).
+        time (a ping, request and response) comes from alternating ports and never waits.
+        Rounds go on for up to POLL_BUDGET_NS, then the control plane's loop runs; none
+        follows while another hub of the process has work (others_ready).
         """
-        cdef int n, total, rounds = 0
-        cdef int64_t started
+        cdef int n, total, rounds = 0, next_round
+        cdef int64_t started, first
         if self.polling:
             # From a callback: a nested epoll_wait() would overwrite the events being handled.
             raise RuntimeError("Hub.poll() called from inside Hub.poll()")
         cdef timespec wait
-        started = monotonic_ns() if self.linger_ns else 0
+        first = started = monotonic_ns() if self.linger_ns else 0
         total = n = self.poll_round()
-        while (rounds < LINGER_ROUNDS and self.should_linger(started, rounds > 0)
-               and not self.others_ready()):
-            wait.tv_sec = 0
-            wait.tv_nsec = self.linger_ns
-            with nogil:
-                clock_nanosleep(CLOCK_MONOTONIC, 0, &wait, NULL)
-            self.waits += 1
+        while True:
+            next_round = self.next_round(started, rounds > 0)
+            if (next_round == ROUND_NONE or self.others_ready()
+                    or (rounds and monotonic_ns() - first >= POLL_BUDGET_NS)):
+                break
+            if next_round == ROUND_AFTER_WAIT:
+                wait.tv_sec = 0
+                wait.tv_nsec = self.linger_ns
+                with nogil:
+                    clock_nanosleep(CLOCK_MONOTONIC, 0, &wait, NULL)
+                self.waits += 1
             rounds += 1
             started = monotonic_ns()
             n = self.poll_round()
             total += n
         return total
 
-    cdef bint should_linger(self, int64_t started, bint after_wait) noexcept:
-        """Should the round that began at `started` and just ended be followed by a wait?
+    cdef int next_round(self, int64_t started, bint again) noexcept:
+        """What follows the round that began at `started` and just ended (`again`: it was
+        not poll()'s first): ROUND_NONE (return to the event loop), ROUND_NOW or
+        ROUND_AFTER_WAIT.
 
-        Yes when it forwarded a few frames (fewer than LINGER_FRAMES) soon after the round
-        before (LINGER_GAP_FACTOR waits), and either several of them (a burst: more is
-        likely on its way) or one from the same port as the round before (a stream). One
-        frame after one frame from another port is a reply: it never waits. A wait that
-        gathered fewer than two frames bought nothing (a sparse stream, or one frame in
-        flight whose answer does not pass here): the next LINGER_BACKOFF rounds do not
-        wait. Also closes the round: its reader becomes the previous round's."""
+        A busy round (LINGER_FRAMES or more) is followed by another at once: the frames
+        are coming faster than one round reads them, so more are waiting already, and the
+        event loop would only call poll() again. A wait follows a round that forwarded a
+        few frames soon after the round before (LINGER_GAP_FACTOR waits), either several
+        of them (a burst: more is likely on its way) or one from the same port as the
+        round before (a stream). One frame after one frame from another port is a reply:
+        it never waits. A wait that gathered fewer than two frames bought nothing (a
+        sparse stream, or one frame in flight whose answer does not pass here): the next
+        LINGER_BACKOFF rounds do not wait. Also closes the round: its reader becomes the
+        previous round's."""
         cdef void *reader = NULL if self.round_mixed else self.round_reader
-        cdef bint linger = (self.linger_ns != 0 and self.round_frames < LINGER_FRAMES
-                            and (self.round_frames >= 2
+        cdef bint after_wait = again and self.last_waited
+        cdef bint after_busy = again and self.last_busy
+        cdef bint linger = (after_busy
+                            or ((self.round_frames >= 2
                                  or (reader != NULL and reader == self.last_reader))
-                            and started - self.last_round_end
-                                < LINGER_GAP_FACTOR * self.linger_ns)
+                                and (after_wait or started - self.last_round_end
+                                     < LINGER_GAP_FACTOR * self.linger_ns)))
         self.last_reader = reader
+        self.last_waited = False
+        self.last_busy = False
         if not self.linger_ns:
-            return False
+            return ROUND_NONE
         self.last_round_end = monotonic_ns()
+        if self.round_frames >= LINGER_FRAMES:
+            self.last_busy = True
+            return ROUND_NOW
         if after_wait and self.round_frames < 2:
             self.linger_skip = LINGER_BACKOFF
-            return False
+            return ROUND_NONE
         if self.linger_skip:
             self.linger_skip -= 1
-            return False
-        return linger
+            return ROUND_NONE
+        if not linger:
+            return ROUND_NONE
+        self.last_waited = True
+        return ROUND_AFTER_WAIT
 
     cdef bint others_ready(self) noexcept:
         """Has another hub of this process something ready? Then the event loop serving
         both waits for this poll() to return: waiting for more frames here would make
         that hub's frames wait as long."""
         cdef epoll_event ev[2]
+        if hubs_count < 2:
+            return False
         cdef int n = epoll_wait(hubs_epfd, ev, 2, 0)
         return n == 2 or (n == 1 and ev[0].data.fd != self.epfd)
 
