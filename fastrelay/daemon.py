@@ -144,6 +144,7 @@ class LinkRunner:
         options = spec.options
         mode = "switch" if options.mode == "switch" and not spec.point_to_point else "hub"
         self._earlier_switch = SwitchStats(mode, options.mac_age)  # its counters, likewise
+        self._earlier_waits = 0  # batch waits of the runs that ended, likewise
         self._task: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._stopping = False
@@ -317,6 +318,7 @@ class LinkRunner:
             earlier.name = now.name
             earlier.absorb(now)
         self._earlier_switch.absorb(relay.switch_stats())
+        self._earlier_waits += relay.batch_waits
         relay.close()
 
     async def stop(self, timeout: float) -> None:
@@ -364,10 +366,12 @@ class LinkRunner:
                    "dropped": self._captures_ended["dropped"]
                    + sum(s.dropped for s in self.captures),
                    "sessions": [s.stats() for s in self.captures]}
+        waits = self._earlier_waits + (self.relay.batch_waits if self.relay is not None and up
+                                       else 0)
         return LinkStats(self.spec.name, self.spec.kind, self.state, self.restarts,
                          self.error, current,
                          {"limit": budget.limit, "used": budget.used, "peak": budget.peak,
-                          "refused_frames": budget.refused}, switch, capture)
+                          "refused_frames": budget.refused}, switch, capture, waits)
 
 
 # -- the process -----------------------------------------------------------------------------

@@ -181,6 +181,9 @@ def render_prometheus(links: Iterable[LinkStats]) -> str:
         sample("fastrelay_link_restarts_total", "counter",
                "Times the link or hub was started again after failing or ending.",
                base, link.restarts)
+        sample("fastrelay_link_batch_waits_total", "counter",
+               "Times the link's hub waited batch_wait_us to read a stream's frames as one "
+               "batch.", base, link.batch_waits)
     for name, kind, text, key in _BUDGET_METRICS:
         for link in links:
             if link.budget is not None:

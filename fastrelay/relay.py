@@ -272,6 +272,11 @@ class Relay:
         totals.ports = len(self.hub.ports)
         return totals
 
+    @property
+    def batch_waits(self) -> int:
+        """Batch waits the hub has taken (see Hub.poll)."""
+        return self.hub.waits
+
     def endpoint_stats(self) -> list[EndpointStats]:
         """Counters of each endpoint, in target order: closed ports plus open ones."""
         out = []

@@ -138,6 +138,7 @@ class LinkStats:
     budget: dict[str, int] | None = None  # its QueueBudget: limit, used, peak, refused_frames
     switch: SwitchStats | None = None     # its switch (hub or switch mode): counters, table
     capture: dict[str, Any] | None = None  # its captures: frames, dropped, sessions (each's stats)
+    batch_waits: int = 0         # batch waits its hub took (--batch-wait-us), over every run
 
     @property
     def mode(self) -> str | None:
@@ -168,6 +169,7 @@ class LinkStats:
                 "capture_frames": self.capture["frames"] if self.capture else 0,
                 "capture_dropped": self.capture["dropped"] if self.capture else 0,
                 "captures": self.capture["sessions"] if self.capture else [],
+                "batch_waits": self.batch_waits,
                 "endpoints": [e.as_dict() for e in self.endpoints]}
 
 

@@ -93,7 +93,8 @@ def test_render_is_valid_exposition_with_escaped_labels() -> None:
                   [_endpoint("127.0.0.1:5001", rx_frames=10, tx_frames=7, reconnects=2,
                              drop_queue=3, connected=1),
                    _endpoint(odd, rx_frames=7, tx_frames=10)]),
-        LinkStats("hub", "hub", "restarting", 4, "cannot listen", [_endpoint("listen:5000")]),
+        LinkStats("hub", "hub", "restarting", 4, "cannot listen", [_endpoint("listen:5000")],
+                  batch_waits=17),
     ]
     samples, types = parse_prometheus(render_prometheus(links))
     assert value(samples, "fastrelay_received_frames_total", link="lab1",
@@ -108,6 +109,8 @@ def test_render_is_valid_exposition_with_escaped_labels() -> None:
     assert value(samples, "fastrelay_link_up", link="lab1", kind="link") == 1
     assert value(samples, "fastrelay_link_up", link="hub", kind="hub") == 0
     assert value(samples, "fastrelay_link_restarts_total", link="hub") == 4
+    assert value(samples, "fastrelay_link_batch_waits_total", link="hub") == 17
+    assert value(samples, "fastrelay_link_batch_waits_total", link="lab1") == 0
     # 10 read from one side, 10 sent by the other: nothing lost; 7 and 7 likewise.
     assert value(samples, "fastrelay_link_unforwarded_frames_total", link="lab1") == 0
     assert types["fastrelay_peers_connected"] == "gauge"
@@ -162,12 +165,17 @@ listen = "{LOOP4}:{free_port()}"
     assert value(samples, "fastrelay_peers_connected", link="lab-1", endpoint=eb) == 1
     assert value(samples, "fastrelay_connections_total", link="lab-1", endpoint=eb) == 1
     assert value(samples, "fastrelay_link_up", link="h", kind="hub") == 1
+    # The 300 frames came as one stream: a round of 16 or more, then one that found little,
+    # then a wait (the stream may go on): the link's hub waited at least once.
+    waits = value(samples, "fastrelay_link_batch_waits_total", link="lab-1")
+    assert waits >= 1
 
     status, ctype, body = _get(base + "/stats")
     assert status == 200 and ctype == "application/json"
     doc = json.loads(body)
     link = next(link for link in doc["links"] if link["name"] == "lab-1")
     assert link["state"] == "up" and link["endpoints"][0]["rx_frames"] == 300
+    assert link["batch_waits"] >= waits
     assert link["endpoints"][1]["ports"][0]["tx_frames"] == 300
 
     assert _get(base + "/nope")[0] == 404
