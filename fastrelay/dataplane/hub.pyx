@@ -48,6 +48,7 @@ cdef class Hub:
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             PyErr_SetFromErrno(OSError)
+        self.owns_epfd = True
         if hubs_epfd < 0:
             hubs_epfd = epoll_create1(EPOLL_CLOEXEC)
         ev.events = EPOLLIN
@@ -77,7 +78,7 @@ cdef class Hub:
         global hubs_count
         if self.in_hubs:
             hubs_count -= 1
-        if self.epfd >= 0:
+        if self.owns_epfd:
             epoll_ctl(hubs_epfd, EPOLL_CTL_DEL, self.epfd, NULL)
             close(self.epfd)
         PyMem_RawFree(self.batch_rec)
