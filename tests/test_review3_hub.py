@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from peers import DgramPeer, make_frame
@@ -72,7 +73,7 @@ def stdin_pipe() -> Iterator[int]:
 
 @pytest.mark.parametrize("kwargs", [{"budget": "64 MiB"}, {"no_such_option": 1}])
 def test_a_hub_refused_its_arguments_closes_no_descriptor(stdin_pipe: int,
-                                                          kwargs: dict[str, object]) -> None:
+                                                          kwargs: dict[str, Any]) -> None:
     # Cython checks __cinit__'s arguments before its body runs, with the fields still zero:
     # __dealloc__ must not take that zero for the hub's epoll descriptor and close fd 0.
     with pytest.raises(TypeError):
