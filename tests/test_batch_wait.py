@@ -176,8 +176,7 @@ def test_one_poll_waits_a_bounded_time() -> None:
     # the control plane's loop must get its turn once a poll() has run POLL_BUDGET: every
     # wait lasts at least `wait`, so no poll() waits more than POLL_BUDGET / wait times.
     # Bursts of 4 frames, more often than the wait: every round gathers a burst, so the
-    # hub keeps waiting, and the next poll() picks the stream up again at once (the rounds
-    # of a poll() that ended on the budget were closed like any other).
+    # hub keeps waiting, and the next poll() picks the stream up again.
     wait = 2.5e-4
     a, b = DgramPeer(), DgramPeer()
     hub, _, _ = two_port_hub(a, b, wait)
@@ -191,9 +190,11 @@ def test_one_poll_waits_a_bounded_time() -> None:
     bound = math.ceil(POLL_BUDGET / wait)
     assert max(per_poll) <= bound
     assert sum(per_poll) == hub.waits > 10 * bound  # it did keep waiting, across polls
-    # Many polls waited until the budget ran out (most of them on a quiet machine; the
-    # sender, a Python loop, misses its pace on a loaded one).
-    assert len([n for n in per_poll if n >= bound - 1]) > len(per_poll) / 4, per_poll
+    # Polls did wait until the budget ran out (not some smaller cap). How many of them do
+    # depends on the sender, a Python loop: on a quiet machine most polls; on a loaded one
+    # it misses its pace, a wait gathers nothing and LINGER_BACKOFF rounds do not wait
+    # (seen: 14% of 2,283 polls, with two CPU-bound processes on two cores).
+    assert len([n for n in per_poll if n >= bound - 1]) >= 10, per_poll
 
 
 def test_a_busy_round_is_followed_by_another_without_a_wait() -> None:

@@ -27,7 +27,8 @@ cdef enum:
     # Ready events handled per Hub.poll() round.
     EVENTS_MAX = 64
     # Batch wait (Hub.batch_wait, see Hub.poll and Hub.next_round): a round that forwarded
-    # LINGER_FRAMES or more is followed by another at once; one that forwarded fewer, as a
+    # LINGER_FRAMES or more is followed by another at once (unless the hub captures: the
+    # control plane writes captures out between polls); one that forwarded fewer, as a
     # stream or a burst, less than LINGER_GAP_FACTOR waits after the round before (or
     # right after a wait), by a wait. One poll() goes on for up to POLL_BUDGET_NS, then the
     # control plane's loop (accepts, timers, the control socket) runs.

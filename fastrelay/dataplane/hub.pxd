@@ -3,6 +3,8 @@
 cdef class Hub:
     cdef:
         int epfd                 # owned epoll fd; the control plane's loop watches it
+        bint owns_epfd           # epfd was opened (still 0, not a descriptor of ours, when
+                                 # __cinit__'s arguments were refused)
         list live                # attached ports, replaced (never mutated) on change
         list closing             # ports closed during the current poll(), kept alive to its end
         list paused              # ports whose reading is suspended for back-pressure

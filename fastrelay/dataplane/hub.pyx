@@ -48,6 +48,7 @@ cdef class Hub:
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             PyErr_SetFromErrno(OSError)
+        self.owns_epfd = True
         if hubs_epfd < 0:
             hubs_epfd = epoll_create1(EPOLL_CLOEXEC)
         ev.events = EPOLLIN
@@ -77,7 +78,7 @@ cdef class Hub:
         global hubs_count
         if self.in_hubs:
             hubs_count -= 1
-        if self.epfd >= 0:
+        if self.owns_epfd:
             epoll_ctl(hubs_epfd, EPOLL_CTL_DEL, self.epfd, NULL)
             close(self.epfd)
         PyMem_RawFree(self.batch_rec)
@@ -245,7 +246,8 @@ cdef class Hub:
 
         A busy round (LINGER_FRAMES or more) is followed by another at once: the frames
         are coming faster than one round reads them, so more are waiting already, and the
-        event loop would only call poll() again. A wait follows a round that forwarded a
+        event loop would only call poll() again (with captures, it writes them out: then
+        poll() returns). A wait follows a round that forwarded a
         few frames soon after the round before (LINGER_GAP_FACTOR waits), either several
         of them (a burst: more is likely on its way) or one from the same port as the
         round before (a stream). One frame after one frame from another port is a reply:
@@ -268,6 +270,11 @@ cdef class Hub:
             return ROUND_NONE
         self.last_round_end = monotonic_ns()
         if self.round_frames >= LINGER_FRAMES:
+            if self.captures:
+                # Only the control plane empties a capture, between polls: the next busy
+                # round would add its frames to this one's and overflow a buffer whose
+                # output keeps up.
+                return ROUND_NONE
             self.last_busy = True
             return ROUND_NOW
         if after_wait and self.round_frames < 2:
