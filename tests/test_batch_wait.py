@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import select
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 from conftest import RelayProcess
@@ -30,9 +32,26 @@ def udp_socket() -> socket.socket:
     return s
 
 
+_hubs: list[Hub] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_hubs() -> Iterator[None]:
+    """Close every hub a test made, at its end. A hub and its ports refer to each other, so
+    an unclosed one lives until the cycle collector runs, its sockets (a killed sender's
+    unread datagrams) ready in the process-wide epoll set: a later test's hub would then
+    rightly refuse to wait (others_ready) and count no wait."""
+    gc.collect()
+    yield
+    while _hubs:
+        _hubs.pop().close()
+    gc.collect()
+
+
 def two_port_hub(a: DgramPeer, b: DgramPeer, wait: float) -> tuple[Hub, DatagramPort, DatagramPort]:
     """A hub of two UDP ports, each sending to its peer; the peers are pointed at them."""
     hub = Hub()
+    _hubs.append(hub)
     hub.batch_wait = wait
     ports = []
     for name, peer in (("a", a), ("b", b)):
@@ -202,7 +221,7 @@ def test_a_busy_round_is_followed_by_another_without_a_wait() -> None:
     # round comes at once (no wait, no return to the event loop). One round reads at most
     # READS_PER_EVENT * DGRAM_BATCH (256) datagrams of a port: 300 take two busy rounds,
     # then an empty one; the stream may go on, so a wait, and a round that gathered
-    # nothing ends the poll.
+    # nothing ends the poll. (Before, the poll returned after the first 256.)
     a, b = DgramPeer(), DgramPeer()
     hub, pa, _ = two_port_hub(a, b, WAIT)
     count = 300
@@ -213,7 +232,9 @@ def test_a_busy_round_is_followed_by_another_without_a_wait() -> None:
     took = time.monotonic() - started
     assert pa.stats()["rx_frames"] == count   # one poll() read them all
     assert len(b.recv(count)) == count
-    assert hub.waits == 1, hub.waits
+    # Then one wait, unless the two busy rounds used up the poll's budget (a slow or loaded
+    # machine; CI once took over 1 ms for them): the poll then returns without it.
+    assert hub.waits == 1 or (hub.waits == 0 and took >= POLL_BUDGET), (hub.waits, took)
     assert took < 3 * WAIT + 0.05, took
 
 
