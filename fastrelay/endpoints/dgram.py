@@ -15,7 +15,7 @@ from .base import Endpoint, SocketFile, adopt, check_unix_path, remove_stale_soc
 if TYPE_CHECKING:
     from ..relay import Relay
 
-__all__ = ["DatagramEndpoint", "grow_buffers"]
+__all__ = ["DatagramEndpoint", "bind_udp", "grow_buffers"]
 
 
 def grow_buffers(sock: socket.socket) -> None:
@@ -25,6 +25,23 @@ def grow_buffers(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, opt, defaults.DGRAM_SOCKET_BUFFER)
         except OSError:
             pass  # capped by net.core.[rw]mem_max: the smaller buffer still works
+
+
+def bind_udp(where: str, family: int, bind: str | None, lport: int) -> socket.socket:
+    """A UDP socket of `family` bound to `lport` on `bind` (every address when None), or
+    StartError naming `where` and why it cannot be had."""
+    host = bind or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise StartError(where, f"cannot open a UDP socket: {exc.strerror or exc}") from None
+    try:
+        sock.bind((host, lport))
+    except OSError as exc:
+        sock.close()
+        raise StartError(where, f"cannot bind UDP port {lport}: "
+                                f"{exc.strerror or exc}") from None
+    return sock
 
 
 class DatagramEndpoint(Endpoint):
@@ -70,18 +87,7 @@ class DatagramEndpoint(Endpoint):
             raise StartError(str(self), f"cannot resolve {target.host!r}: "
                                         f"{exc.strerror}") from None
         family, _, _, _, peer = infos[0]
-        bind = self.relay.options.bind or ("::" if family == socket.AF_INET6 else "0.0.0.0")
-        try:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-        except OSError as exc:
-            raise StartError(str(self), f"cannot open a UDP socket: "
-                                        f"{exc.strerror or exc}") from None
-        try:
-            sock.bind((bind, target.lport))
-        except OSError as exc:
-            sock.close()
-            raise StartError(str(self), f"cannot bind UDP port {target.lport}: "
-                                        f"{exc.strerror or exc}") from None
+        sock = bind_udp(str(self), family, self.relay.options.bind, target.lport)
         return sock, family, peer
 
     def _open_unix(self, target: UnixDgramTarget) -> socket.socket:

@@ -10,7 +10,7 @@ from .._core import VxlanPort
 from ..errors import StartError
 from ..targets import VxlanTarget
 from .base import Endpoint, adopt
-from .dgram import grow_buffers
+from .dgram import bind_udp, grow_buffers
 
 if TYPE_CHECKING:
     from .._core import Port
@@ -45,20 +45,9 @@ class VxlanEndpoint(Endpoint):
     async def start(self) -> None:
         family, peers = await self._resolve()
         self._peers = peers
-        bind = self.relay.options.bind or ("::" if family == socket.AF_INET6 else "0.0.0.0")
-        try:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-        except OSError as exc:
-            raise StartError(str(self), f"cannot open a UDP socket: "
-                                        f"{exc.strerror or exc}") from None
-        try:
-            sock.bind((bind, self.target.lport))
-            grow_buffers(sock)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise StartError(str(self), f"cannot bind UDP port {self.target.lport}: "
-                                        f"{exc.strerror or exc}") from None
+        sock = bind_udp(str(self), family, self.relay.options.bind, self.target.lport)
+        grow_buffers(sock)
+        sock.setblocking(False)
         fd = sock.detach()
         port = adopt([fd], lambda: VxlanPort(fd, str(self), family=family, peers=peers,
                                              vni=self.target.vni,
