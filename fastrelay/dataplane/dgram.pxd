@@ -5,7 +5,10 @@ cdef class DatagramPort(Port):
         char *slots              # owned; DGRAM_BATCH slots of DGRAM_SLOT bytes (header + frame)
         mmsghdr *rx_msgs         # owned; recvmmsg vector, one per slot
         iovec *rx_iov            # owned; one per slot, pointing past the slot's header
-        sockaddr_storage *rx_from  # owned; the source of each received datagram
+        sockaddr_storage *rx_from  # owned; the source of each received datagram, filled only
+                                   # when want_source
+        bint want_source         # recvmmsg asks for sources: learn_peer, or a subclass whose
+                                 # sender() checks them (VXLAN); else the kernel copies none
         char *rx_ctrl            # owned; one GSO_CTRL control buffer per slot (UDP_GRO size)
         char *spread             # owned, lazily; GRO_SPREAD bytes: records split out of
                                  # coalesced datagrams (reused once their batch is forwarded)

@@ -56,6 +56,10 @@ cdef class DatagramPort(Port):
         cdef Py_ssize_t i
         self.max_frame = min(max_frame, DGRAM_MAX)
         self.learn_peer = learn_peer
+        # A fixed-peer port takes any source and never looks at it: asking the kernel for
+        # none saves it a copy-out per datagram (move_addr_to_user, ~1.4% of the relay's
+        # profile behind a one-sendto sender; the gain is within run-to-run noise).
+        self.want_source = learn_peer
         self.peer_len = 0
         if peers:
             if peer is not None or learn_peer:
@@ -143,8 +147,9 @@ cdef class DatagramPort(Port):
             if reads and not self.hub.should_read(self):
                 return 0
             for i in range(DGRAM_BATCH):
-                self.rx_msgs[i].msg_hdr.msg_name = &self.rx_from[i]
-                self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+                if self.want_source:
+                    self.rx_msgs[i].msg_hdr.msg_name = &self.rx_from[i]
+                    self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
                 self.rx_msgs[i].msg_hdr.msg_flags = 0
                 if self.gro:
                     self.rx_msgs[i].msg_hdr.msg_control = self.rx_ctrl + i * GSO_CTRL

@@ -66,6 +66,7 @@ cdef class VxlanPort(DatagramPort):
             raise ValueError(f"{name}: VNI {vni} out of range: 0..{VXLAN_VNI_MAX}")
         self.vni = vni
         self.overlay = True
+        self.want_source = True  # sender() matches each datagram's source to a peer
         self.rx_remote = <int16_t *>PyMem_RawMalloc(BATCH_MAX * sizeof(int16_t))
         if self.rx_remote == NULL:
             raise MemoryError()
