@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import sections
+from . import build, sections
+from .runner import Options
 
 RATE = 100000
 SIZES = "64,1500"
@@ -37,11 +40,12 @@ VARIANTS: list[tuple[str, str, str | None]] = [
 
 
 def run_rounds(run: Callable[[list[str]], int], seconds: float,
-               rounds: int = ROUNDS) -> tuple[int, dict[tuple[str, int], dict[str, Any]]]:
-    """Run every variant `rounds` times through @run (bench's main); the best row of each.
+               rounds: int = ROUNDS) -> tuple[int, Measured]:
+    """Run every variant `rounds` times through @run (bench's main); the best row of each,
+    and then the machine's wake-up costs.
 
-    Returns (status, {(variant label, size): row}); a variant whose relay is not there
-    (netrelay off PATH) has no rows.
+    Returns (status, Measured); a variant whose relay is not there (netrelay off PATH) has
+    no rows.
     """
     best: dict[tuple[str, int], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="fastrelay-perframe-") as tmp:
@@ -63,7 +67,30 @@ def run_rounds(run: Callable[[list[str]], int], seconds: float,
                     if _better(row, best.get(key)):
                         best[key] = row
     status = int(any(r.get("error") for r in best.values()))
-    return status, best
+    return status, Measured(best, wake_costs())
+
+
+@dataclass
+class Measured:
+    """What run_rounds() measured: the best row of each (variant label, size), and the
+    machine's wake-up costs (wake_costs(), None if the probe could not run)."""
+    best: dict[tuple[str, int], dict[str, Any]]
+    costs: dict[str, Any] | None
+
+
+def wake_costs() -> dict[str, Any] | None:
+    """What this machine charges for a syscall, a batch-wait sleep and a cross-CPU wake-up
+    (bench/src/wakecost.c), measured on the relay's CPU; None if it cannot run."""
+    try:
+        exe = build.build()["wakecost"]
+        res = subprocess.run(["taskset", "-c", str(Options.relay_cpu), str(exe),
+                              "-o", str(Options.tool_cpu)],
+                             capture_output=True, text=True, timeout=60, check=True)
+        costs: dict[str, Any] = json.loads(res.stdout)
+        return costs
+    except (build.BuildError, OSError, subprocess.SubprocessError, ValueError) as e:
+        print(f"bench.perframe: wakecost: {e}", file=sys.stderr)
+        return None
 
 
 def _better(row: dict[str, Any], old: dict[str, Any] | None) -> bool:
@@ -86,9 +113,10 @@ def ratio(best: dict[tuple[str, int], dict[str, Any]], size: int,
     return ours / theirs if ours and theirs else None
 
 
-def section(best: dict[tuple[str, int], dict[str, Any]], seconds: float, rounds: int = ROUNDS,
+def section(measured: Measured, seconds: float, rounds: int = ROUNDS,
             origin: str | None = None) -> str:
-    """The markdown section: the goal per size, then every point."""
+    """The markdown section: the goal per size, every point, the machine's costs."""
+    best, costs = measured.best, measured.costs
     sizes = sorted({size for _, size in best})
     out = ["## One datagram per frame (issue 14)", ""]
     if origin:
@@ -122,6 +150,15 @@ def section(best: dict[tuple[str, int], dict[str, Any]], seconds: float, rounds:
                  "recvfrom() in its own thread and select(); a frame it cannot read in time "
                  "is lost in its socket buffer (its loss column), which costs it no CPU. "
                  "bench/README.md, \"One datagram per frame\", explains the batch wait.")]
+    if costs:
+        out += ["", (f"What this machine charges, measured on the relay's core "
+                     f"(`bench/.build/wakecost`, CPU time of the caller): a syscall "
+                     f"{costs['syscall_ns']:.0f} ns; a {costs['sleep_request_us']} us timer "
+                     f"sleep, as the batch wait sleeps, {costs['sleep_us']:.1f} us (it slept "
+                     f"{costs['sleep_wall_us']:.0f} us); waking a thread blocked on the other "
+                     f"core, as a send wakes the sink, {costs['wake_us']:.1f} us. A round of "
+                     "the batch wait pays one sleep and usually one wake of the sink, "
+                     "shared by its frames; bench/README.md says what follows.")]
     return "\n".join(out)
 
 
