@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -159,3 +160,17 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_wakecost_reports_each_cost_as_cpu_time(bins):
+    """wakecost (printed under bench.perframe's table) measures a syscall, a 50 us sleep and
+    a cross-CPU wake-up. The sleep really slept, and each figure is CPU time, so none is
+    zero and none exceeds what the call took on the wall clock (a sleep's CPU is not its
+    50 us)."""
+    proc = subprocess.Popen([str(bins["wakecost"]), "-o", str(min(os.sched_getaffinity(0)))], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    doc = result(proc)
+    assert doc["sleep_request_us"] == 50
+    assert float(doc["sleep_wall_us"]) >= 50      # clock_nanosleep never returns early
+    assert 0 < float(doc["sleep_us"]) < float(doc["sleep_wall_us"])
+    assert 0 < float(doc["syscall_ns"]) < 1_000_000
+    assert 0 < float(doc["wake_us"]) < 100_000
