@@ -131,24 +131,29 @@ def section(measured: Measured, seconds: float, rounds: int = ROUNDS,
         verdict = "n/a" if r is None else "met" if r <= GOAL else "NOT met"
         cell = "n/a (no netrelay)" if r is None else f"{r:.2f}x"
         out.append(f"| {size} | {cell} | <= {GOAL:g}x | {verdict} |")
-    out += ["", "| relay | size | frames/s delivered | loss % | relay ns/frame | x netrelay CPU |",
-            "|---|---:|---:|---:|---:|---:|"]
+    out += ["", ("| relay | size | frames/s delivered | loss % | relay ns/frame | x netrelay CPU "
+                 "| sent late % |"),
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for label, _, _ in VARIANTS:
         for size in sizes:
             row = best.get((label, size))
             if row is None:
                 continue
             if row.get("error"):
-                out.append(f"| {label} | {size} | failed: {row['error']} | | | |")
+                out.append(f"| {label} | {size} | failed: {row['error']} | | | | |")
                 continue
             r = ratio(best, size, label) if label != "netrelay" else None
+            late = 100 * (row.get("bunched") or 0) / max(1, row.get("sent") or 0)
             out.append(f"| {label} | {size} | {row.get('fps_total') or 0:,.0f} | "
                        f"{row.get('loss_pct') or 0:.2f} | {row.get('relay_ns_per_frame') or 0:,.0f} | "
-                       f"{'-' if r is None else f'{r:.2f}x'} |")
+                       f"{'-' if r is None else f'{r:.2f}x'} | {late:.2f} |")
     out += ["", ("Relay CPU is utime + stime of the relay process over the frames it "
                  "delivered (10 ms ticks). netrelay reads each socket with a blocking "
                  "recvfrom() in its own thread and select(); a frame it cannot read in time "
                  "is lost in its socket buffer (its loss column), which costs it no CPU. "
+                 "Sent late: frames loadgen sent less than a quarter interval after the one "
+                 "before (it fell behind and caught up), so that they reached the relay "
+                 "together; loadgen spins the end of each wait so that they do not. "
                  "bench/README.md, \"One datagram per frame\", explains the batch wait.")]
     if costs:
         out += ["", (f"What this machine charges, measured on the relay's core "

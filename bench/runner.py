@@ -57,6 +57,8 @@ class Row:
     loss_pct: float | None = None        # 1 - delivered / (sent * sinks)
     corrupt: int = 0
     out_of_order: int = 0
+    bunched: int = 0                     # paced sends (-r) that left right after the one
+                                         # before: the sender fell behind (loadgen)
     relay_cpu_s: float | None = None
     relay_cpu_pct: float | None = None      # relay CPU over the sinks' busy time
     relay_ns_per_frame: float | None = None  # relay CPU / frames it took in
@@ -272,6 +274,7 @@ class Runner:
         each sink only its own sender's, so delivered and sent are both summed.
         """
         row.sent = sum(int(s.get("frames", 0)) for s in senders)
+        row.bunched = sum(int(s.get("bunched", 0)) for s in senders)
         row.delivered = [int(s["frames"]) for s in sinks]
         row.foreign = sum(int(s.get("foreign", 0)) for s in sinks + idle)
         row.fps_per_sink = statistics.fmean(float(s["frames_per_s"]) for s in sinks)
