@@ -21,7 +21,7 @@ PROGRAMS: dict[str, list[str]] = {
     "pingpong": ["pingpong.c", *COMMON],
     "naive": ["naive.c", "util.c"],
     "tapcopy": ["tapcopy.c", "util.c"],
-    "wakecost": ["wakecost.c"],
+    "wakecost": ["wakecost.c", "util.c"],
 }
 
 

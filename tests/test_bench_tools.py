@@ -167,7 +167,9 @@ def test_wakecost_reports_each_cost_as_cpu_time(bins):
     a cross-CPU wake-up. The sleep really slept, and each figure is CPU time, so none is
     zero and none exceeds what the call took on the wall clock (a sleep's CPU is not its
     50 us)."""
-    proc = subprocess.Popen([str(bins["wakecost"]), "-o", str(min(os.sched_getaffinity(0)))], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    other = str(min(os.sched_getaffinity(0)))
+    proc = subprocess.Popen([str(bins["wakecost"]), "-o", other],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     doc = result(proc)
     assert doc["sleep_request_us"] == 50
     assert float(doc["sleep_wall_us"]) >= 50      # clock_nanosleep never returns early

@@ -15,7 +15,7 @@
  *   wake_us       one eventfd write() that wakes a thread blocked on the other CPU, as a
  *                 relay's send wakes its receiver.
  * The caller pins it (taskset) to the relay's CPU; the woken thread runs on -o CPU.
- * Bounded: about a second in all.
+ * Bounded: about a second in all, and a 30 s alarm behind that.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,13 +23,13 @@
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "util.h"
 
 #define SLEEP_US 50
 #define SYSCALLS 200000
@@ -40,18 +40,13 @@
 static int efd = -1;
 static int other_cpu = 0;
 
-static double now_ns(clockid_t clock)
+/** cpu_ns() - CPU time of the calling thread, in ns: what each figure is measured in. */
+static uint64_t cpu_ns(void)
 {
 	struct timespec t;
 
-	clock_gettime(clock, &t);
-	return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "wakecost: %s: %s\n", what, strerror(errno));
-	exit(1);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
 static void *sleeper(void *arg)
@@ -63,7 +58,7 @@ static void *sleeper(void *arg)
 	CPU_ZERO(&set);
 	CPU_SET(other_cpu, &set);
 	if (sched_setaffinity(0, sizeof(set), &set) < 0)
-		die("sched_setaffinity");
+		die_errno("sched_setaffinity");
 	while (read(efd, &v, sizeof(v)) == (ssize_t)sizeof(v) || errno == EINTR)
 		;
 	return NULL;
@@ -72,60 +67,61 @@ static void *sleeper(void *arg)
 int main(int argc, char **argv)
 {
 	struct timespec wait = { 0, SLEEP_US * 1000 };
-	double t0, t1, w0, w1, woke = 0;
+	uint64_t t0, t1, w0, w1, woke = 0, clocks = 0;
 	uint64_t one = 1;
 	pthread_t thread;
 	int opt, i;
 
+	g_prog = "wakecost";
 	while ((opt = getopt(argc, argv, "o:")) != -1) {
 		if (opt != 'o') {
 			fprintf(stderr, "usage: wakecost [-o OTHER_CPU]\n");
 			return 2;
 		}
-		other_cpu = atoi(optarg);
+		other_cpu = (int)parse_long(optarg, 0, CPU_SETSIZE - 1, "CPU");
 	}
+	install_limits(30);
 
-	t0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+	t0 = cpu_ns();
 	for (i = 0; i < SYSCALLS; i++)
 		syscall(SYS_getppid);
-	t1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
-	double syscall_ns = (t1 - t0) / SYSCALLS;
+	t1 = cpu_ns();
+	double syscall_ns = (double)(t1 - t0) / SYSCALLS;
 
 	if (prctl(PR_SET_TIMERSLACK, SLEEP_US * 1000 / 10, 0, 0, 0) < 0)
-		die("prctl");
-	w0 = now_ns(CLOCK_MONOTONIC);
-	t0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+		die_errno("prctl");
+	w0 = now_ns();
+	t0 = cpu_ns();
 	for (i = 0; i < SLEEPS; i++)
 		clock_nanosleep(CLOCK_MONOTONIC, 0, &wait, NULL);
-	t1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
-	w1 = now_ns(CLOCK_MONOTONIC);
+	t1 = cpu_ns();
+	w1 = now_ns();
 
 	efd = eventfd(0, 0);
 	if (efd < 0)
-		die("eventfd");
+		die_errno("eventfd");
 	if (pthread_create(&thread, NULL, sleeper, NULL))
-		die("pthread_create");
+		die("pthread_create failed");
 	for (i = 0; i < WAKES; i++) {
 		/* Spin, not sleep, between writes: a sleep here would be counted below. */
-		double until = now_ns(CLOCK_MONOTONIC) + WAKE_GAP_NS, c;
+		uint64_t until = now_ns() + WAKE_GAP_NS, c;
 
-		while (now_ns(CLOCK_MONOTONIC) < until)
+		while (now_ns() < until)
 			;
-		c = now_ns(CLOCK_THREAD_CPUTIME_ID);
+		c = cpu_ns();
 		if (write(efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
-			die("write");
-		woke += now_ns(CLOCK_THREAD_CPUTIME_ID) - c;
+			die_errno("write");
+		woke += cpu_ns() - c;
 	}
 	/* The clock reads around each write cost something too: take them out. */
-	double clock_ns = 0;
 	for (i = 0; i < WAKES; i++) {
-		double c = now_ns(CLOCK_THREAD_CPUTIME_ID);
+		uint64_t c = cpu_ns();
 
-		clock_ns += now_ns(CLOCK_THREAD_CPUTIME_ID) - c;
+		clocks += cpu_ns() - c;
 	}
 	printf("{\"syscall_ns\": %.0f, \"sleep_us\": %.2f, \"sleep_wall_us\": %.1f, "
 	       "\"sleep_request_us\": %d, \"wake_us\": %.2f}\n",
-	       syscall_ns, (t1 - t0) / SLEEPS / 1e3, (w1 - w0) / SLEEPS / 1e3, SLEEP_US,
-	       (woke - clock_ns) / WAKES / 1e3);
+	       syscall_ns, (double)(t1 - t0) / SLEEPS / 1e3, (double)(w1 - w0) / SLEEPS / 1e3,
+	       SLEEP_US, ((double)woke - (double)clocks) / WAKES / 1e3);
 	return 0;	/* the sleeper thread ends with the process */
 }
