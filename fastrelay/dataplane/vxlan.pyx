@@ -2,14 +2,18 @@
 
 
 cdef inline bint same_host(const sockaddr_storage *a, const sockaddr_storage *b) noexcept nogil:
-    """Whether two inet addresses name the same host (ports not compared)."""
+    """Whether two inet addresses name the same host (ports not compared). An IPv6 address
+    names a host together with its scope: the kernel gives a link-local source the index of
+    the link it came in on (0 for any other), and a link-local endpoint is resolved with
+    its link's, so the same fe80:: address on another link is another host."""
     if a.ss_family != b.ss_family:
         return False
     if a.ss_family == AF_INET:
         return (<const sockaddr_in *>a).sin_addr.s_addr == (<const sockaddr_in *>b).sin_addr.s_addr
     if a.ss_family == AF_INET6:
-        return memcmp(&(<const sockaddr_in6 *>a).sin6_addr, &(<const sockaddr_in6 *>b).sin6_addr,
-                      sizeof(in6_addr)) == 0
+        return ((<const sockaddr_in6 *>a).sin6_scope_id == (<const sockaddr_in6 *>b).sin6_scope_id
+                and memcmp(&(<const sockaddr_in6 *>a).sin6_addr,
+                           &(<const sockaddr_in6 *>b).sin6_addr, sizeof(in6_addr)) == 0)
     return False
 
 
