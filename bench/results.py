@@ -270,7 +270,8 @@ def iperf_section(runs: list[dict[str, Any]]) -> list[str]:
     out = ["## Real qemu guests: iperf3 guest to guest (issues 4 and 14)", "",
            (f"Two TCG guests (tests/qemu), iperf3 TCP for the stated seconds per mode, "
             f"{rounds} rounds (the modes in reverse order every other round), each mode's "
-            "best round shown. The guests use both cores, so Gbit/s mostly measures qemu; "
+            "best round shown. Gbit/s mostly measures qemu under TCG (the TCP loop through "
+            "two emulated guests; bench/README.md, \"Guests over UDP: what sets the gap\"); "
             "the relay's own CPU seconds per GB carried is what tells relays apart. UDP "
             "drops: datagrams the kernel dropped at a full socket receive buffer during the "
             "run (/proc/net/udp), at the client's qemu, the server's qemu and the relay."), "",

@@ -3,7 +3,7 @@
     python -m tests.qemu.iperf_run [--time 10] [--mtu 1500] [--modes direct-udp,relay-tcp-hub]
                                    [--rounds N] [--json out.json]
 
-Under TCG the two guests use both cores, so Gbit/s mostly measures qemu; the number
+Under TCG, Gbit/s mostly measures qemu (the TCP loop through two emulated guests); the number
 that tells relays apart is the relay's own CPU time per GB carried (utime + stime from
 /proc/PID/stat, sampled when the client guest starts iperf3 and again after it ends).
 Set FASTRELAY_QEMU_RELAY to measure another relay with the same CLI (e.g. netrelay).
