@@ -396,8 +396,10 @@ class Relay:
         verbose: bool = True,
         account: Account | None = None,
         cwd: Path | None = None,
+        command: list[str] | None = None,
     ) -> None:
         self.args = [str(a) for a in args]
+        self.command = command  # another relay with fastrelay's CLI (e.g. netrelay)
         self.verbose = verbose
         self.account = account
         self.cwd = cwd
@@ -417,8 +419,8 @@ class Relay:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
             kw = {"env": env, "cwd": self.cwd}
         if self.account is None:
-            return [*relay_command(self.verbose), *self.args], kw
-        if os.environ.get("FASTRELAY_QEMU_RELAY"):
+            return [*(self.command or relay_command(self.verbose)), *self.args], kw
+        if self.command or os.environ.get("FASTRELAY_QEMU_RELAY"):
             raise HarnessError("FASTRELAY_QEMU_RELAY: only fastrelay can be run under an account")
         uid, gid = str(self.account.uid), str(self.account.gid)
         verbose = ["-vv"] if self.verbose else []
@@ -536,7 +538,8 @@ class Lab:
         return g.start() if start else g
 
     def relay(
-        self, *args: object, name: str = "relay", start: bool = True, cwd: Path | None = None
+        self, *args: object, name: str = "relay", start: bool = True, cwd: Path | None = None,
+        command: list[str] | None = None,
     ) -> Relay:
         r = Relay(
             [str(a) for a in args],
@@ -545,6 +548,7 @@ class Lab:
             verbose=self.relay_verbose,
             account=self.account,
             cwd=cwd,
+            command=command,
         )
         self.relays.append(r)
         return r.start() if start else r

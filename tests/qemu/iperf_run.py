@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +31,13 @@ from .harness import (
 )
 
 MODES = ["direct-udp", "direct-tcp", "relay-tcp-hub", "relay-tcp-p2p", "relay-udp-p2p"]
+# The C relay fastrelay replaces, over the same UDP point to point: what one relay hop
+# costs the guests whatever the relay (bench/README.md). Run by default when on PATH.
+NETRELAY_MODE = "netrelay-udp-p2p"
+
+
+def default_modes() -> list[str]:
+    return MODES + ([NETRELAY_MODE] if shutil.which("netrelay") else [])
 
 
 def udp_drops() -> dict[int, int]:
@@ -71,15 +79,19 @@ def run_mode(mode: str, seconds: int, mtu: int, workdir: Path) -> dict[str, obje
             # Both guests listen; the relay connects out to them once they do.
             pa, pb = free_port(), free_port()
             nd_a, nd_b = nd_socket_listen(pa), nd_socket_listen(pb)
-        elif mode == "relay-udp-p2p":
+        elif mode in ("relay-udp-p2p", NETRELAY_MODE):
             ra, ga, rb, gb = (free_port("udp") for _ in range(4))
-            relay = lab.relay(f"{ra}:127.0.0.1:{ga}", f"{rb}:127.0.0.1:{gb}")
+            netrelay = shutil.which("netrelay") if mode == NETRELAY_MODE else None
+            if mode == NETRELAY_MODE and netrelay is None:
+                raise RuntimeError(f"{mode}: netrelay is not on PATH")
+            relay = lab.relay(f"{ra}:127.0.0.1:{ga}", f"{rb}:127.0.0.1:{gb}",
+                              command=[netrelay] if netrelay else None)
             relay.wait_listening(ra, "udp")
             relay.wait_listening(rb, "udp")
             nd_a, nd_b = nd_socket_udp(ra, ga), nd_socket_udp(rb, gb)
             watch = {"client": ga, "server": gb, "relay": ra, "relay ": rb}
         else:
-            raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
+            raise ValueError(f"unknown mode {mode!r}; choose from {MODES + [NETRELAY_MODE]}")
 
         b = lab.guest("server", nd_b, env=server_env)
         if mode == "direct-tcp":
@@ -136,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--time", type=int, default=10, help="iperf3 seconds per mode (default 10)")
     ap.add_argument("--mtu", type=int, default=1500, help="guest MTU (default 1500)")
-    ap.add_argument("--modes", default=",".join(MODES), help=f"comma list from {','.join(MODES)}")
+    ap.add_argument("--modes", default=",".join(default_modes()),
+                    help=f"comma list from {','.join(MODES + [NETRELAY_MODE])} (default: "
+                         f"all, {NETRELAY_MODE} when netrelay is on PATH)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     ap.add_argument("--rounds", type=int, default=1,
                     help="run the modes this many times, in reverse order every other round "
@@ -144,11 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
-        if m not in MODES:
+        if m not in MODES + [NETRELAY_MODE]:
             ap.error(f"unknown mode {m}")
 
     results = []
-    print(f"{'mode':<15} {'Gbit/s':>7} {'retr':>6} {'relay cpu-s':>11} {'cpu-s/GB':>9}")
+    print(f"{'mode':<17} {'Gbit/s':>7} {'retr':>6} {'relay cpu-s':>11} {'cpu-s/GB':>9}")
     # Same host-wide lock as the tests: one guest pair at a time.
     # Alternating the order spreads whatever the machine does meanwhile over every mode.
     runs = [(rnd, mode) for rnd in range(args.rounds)
@@ -160,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 r = run_mode(mode, args.time, args.mtu, wd)
             except (BuildError, RuntimeError, AssertionError) as e:
-                print(f"{mode:<15} failed: {e}", file=sys.stderr)
+                print(f"{mode:<17} failed: {e}", file=sys.stderr)
                 results.append({"mode": mode, "round": rnd, "error": str(e).splitlines()[0]})
                 continue
             r["round"] = rnd
@@ -169,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             per = r.get("relay_cpu_s_per_gb", "-")
             drops: dict[str, int] = r.get("udp_drops") or {}  # type: ignore[assignment]
             print(
-                f"{mode:<15} {r['gbit_per_s']:>7.3f} {r['retransmits']:>6} {cpu!s:>11} {per!s:>9}"
+                f"{mode:<17} {r['gbit_per_s']:>7.3f} {r['retransmits']:>6} {cpu!s:>11} {per!s:>9}"
                 + "".join(f" {who}-drops={n}" for who, n in drops.items()),
                 flush=True,
             )
