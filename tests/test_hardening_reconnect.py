@@ -113,10 +113,13 @@ def _inject(monkeypatch, loop: asyncio.AbstractEventLoop, step: str, failures: l
 
     def should_fail() -> bool:
         # Only the stream client's calls: the datagram endpoint shares some of the steps.
-        # (sock_connect and the stream module's StreamPort are the client's alone.)
-        caller = sys._getframe(2).f_code.co_filename.replace("\\", "/")
-        if failures[0] > 0 and (caller.endswith(_STREAM_FILE) or step in ("sock_connect",
-                                                                          "port")):
+        # (sock_connect and the stream module's StreamPort are the client's alone.) The
+        # caller, or its caller: getaddrinfo() is called through endpoints.base.resolve().
+        caller = sys._getframe(2)
+        callers = [f.f_code.co_filename.replace("\\", "/") for f in (caller, caller.f_back)
+                   if f is not None]
+        if failures[0] > 0 and (any(c.endswith(_STREAM_FILE) for c in callers)
+                                or step in ("sock_connect", "port")):
             failures[0] -= 1
             return True
         return False

@@ -77,6 +77,15 @@ def test_an_unresolvable_peer_is_one_line_and_exit_1() -> None:
     assert "cannot resolve 'no-such.invalid'" in one_line(result)
 
 
+def test_a_link_local_peer_without_its_link_is_one_line_and_exit_1() -> None:
+    # Sent to by route, but its datagrams come in named with their link: never recognised.
+    result = run("-l", f"127.0.0.1:{free_port()}",
+                 f"vxlan:1:{free_port(kind=socket.SOCK_DGRAM)}:[fe80::2]:4789")
+    assert result.returncode == 1
+    assert ("remote endpoint 'fe80::2' is link-local: name its link, as [fe80::2%eth0]:4789"
+            in one_line(result))
+
+
 def test_config_table_form_is_the_target_string() -> None:
     config = parse_config('[hub.lab]\nmode = "switch"\nlisten = "127.0.0.1:5000"\n'
                           'endpoints = [{ vxlan = 42, port = 4789, '

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -22,12 +23,34 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastrelay")
 
-__all__ = ["Endpoint", "SocketFile", "adopt", "check_unix_path", "remove_stale_socket"]
+__all__ = ["Endpoint", "SocketFile", "adopt", "check_unix_path", "remove_stale_socket", "resolve"]
 
 P = TypeVar("P")
 
 # sockaddr_un.sun_path: 108 bytes, a path's terminating NUL included.
 _SUN_PATH = 108
+
+
+async def resolve(where: str, host: str, port: int,
+                  kind: int) -> list[tuple[int, tuple[Any, ...]]]:
+    """(family, address) of host:port for sockets of kind, in getaddrinfo()'s order, or
+    StartError naming `where`. An IPv6 host written with its link (fe80::2%eth0) keeps
+    that link in its scope id: uvloop's getaddrinfo() (0.23 here) returns 0 there, and a
+    link-local address without its link cannot be connected to, nor told apart from the
+    same address on another link."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=kind)
+    except socket.gaierror as exc:
+        raise StartError(where, f"cannot resolve {host!r}: {exc.strerror}") from None
+    scope = 0
+    if "%" in host:
+        link = host.rpartition("%")[2]
+        try:
+            scope = int(link) if link.isdigit() else socket.if_nametoindex(link)
+        except OSError:
+            raise StartError(where, f"cannot resolve {host!r}: no link {link!r}") from None
+    return [(family, (*addr[:3], scope) if family == socket.AF_INET6 and scope else addr)
+            for family, _, _, _, addr in infos]
 
 
 def check_unix_path(what: str, path: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from typing import TYPE_CHECKING
 
@@ -10,7 +9,7 @@ from .. import defaults
 from .._core import DatagramPort
 from ..errors import StartError
 from ..targets import UDPTarget, UnixDgramTarget
-from .base import Endpoint, SocketFile, adopt, check_unix_path, remove_stale_socket
+from .base import Endpoint, SocketFile, adopt, check_unix_path, remove_stale_socket, resolve
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -80,13 +79,8 @@ class DatagramEndpoint(Endpoint):
         self.relay.attach(port, self)
 
     async def _open_udp(self, target: UDPTarget) -> tuple[socket.socket, int, object]:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(target.host, target.sport, type=socket.SOCK_DGRAM)
-        except socket.gaierror as exc:
-            raise StartError(str(self), f"cannot resolve {target.host!r}: "
-                                        f"{exc.strerror}") from None
-        family, _, _, _, peer = infos[0]
+        family, peer = (await resolve(str(self), target.host, target.sport,
+                                      socket.SOCK_DGRAM))[0]
         sock = bind_udp(str(self), family, self.relay.options.bind, target.lport)
         return sock, family, peer
 

@@ -18,7 +18,7 @@ from ..backoff import Backoff
 from ..errors import StartError
 from ..targets import TCPListenTarget, TCPTarget, UnixListenTarget, UnixTarget
 from ..tls import TLSError, TLSSetupError, allowed, handshake
-from .base import Endpoint, SocketFile, adopt, log, remove_stale_socket
+from .base import Endpoint, SocketFile, adopt, log, remove_stale_socket, resolve
 
 if TYPE_CHECKING:
     from .._core import Port
@@ -49,6 +49,32 @@ def _peer_text(addr: object) -> str:
 def _oserror_text(exc: OSError) -> str:
     """The errno text (uvloop's connect errors put the address where strerror goes)."""
     return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+async def _sock_connect(sock: socket.socket, addr: Any) -> None:
+    """loop.sock_connect(), but for an IPv6 address with a link (scope id) a plain
+    non-blocking connect() and a wait until writable: uvloop (0.23 here) resolves the
+    address again and drops its scope, and a link-local connect() then fails (EINVAL)."""
+    loop = asyncio.get_running_loop()
+    if not (sock.family == socket.AF_INET6 and len(addr) > 3 and addr[3]):
+        await loop.sock_connect(sock, addr)
+        return
+    err = sock.connect_ex(addr)
+    if err == errno.EINPROGRESS:
+        writable: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not writable.done():
+                writable.set_result(None)
+
+        loop.add_writer(sock, ready)
+        try:
+            await writable
+        finally:
+            loop.remove_writer(sock)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
 
 
 def _tune(sock: socket.socket) -> None:
@@ -82,14 +108,8 @@ class StreamClientEndpoint(Endpoint):
     async def _addresses(self) -> list[tuple[int, tuple[Any, ...] | str]]:
         if isinstance(self.target, UnixTarget):
             return [(socket.AF_UNIX, self.target.path)]
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(self.target.host, self.target.port,
-                                           type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise StartError(str(self), f"cannot resolve {self.target.host!r}: "
-                                        f"{exc.strerror}") from None
-        return [(family, addr) for family, _, _, _, addr in infos]
+        return list(await resolve(str(self), self.target.host, self.target.port,
+                                  socket.SOCK_STREAM))
 
     async def _connect(self) -> None:
         """Connect and attach the port; StartError with the reason when it cannot."""
@@ -103,7 +123,7 @@ class StreamClientEndpoint(Endpoint):
                 continue
             try:
                 sock.setblocking(False)
-                await asyncio.wait_for(loop.sock_connect(sock, addr),
+                await asyncio.wait_for(_sock_connect(sock, addr),
                                        self.relay.options.connect_timeout)
                 _tune(sock)
             except TimeoutError:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+import ipaddress
 import socket
 from typing import TYPE_CHECKING
 
 from .._core import VxlanPort
 from ..errors import StartError
 from ..targets import VxlanTarget
-from .base import Endpoint, adopt
+from .base import Endpoint, adopt, resolve
 from .dgram import bind_udp, grow_buffers
 
 if TYPE_CHECKING:
@@ -22,6 +22,34 @@ __all__ = ["VxlanEndpoint", "VXLAN_COUNTERS"]
 # another VNI or without the I flag, from an address that is no remote endpoint, frames too
 # big for the path (never fragmented), and copies sent by head-end replication.
 VXLAN_COUNTERS = ("drop_vni", "drop_foreign", "drop_mtu", "replicated")
+
+
+def _link_local(host: object) -> bool:
+    return ipaddress.ip_address(str(host)).is_link_local
+
+
+def _scope(address: tuple[object, ...]) -> int:
+    """The link (interface index) of an IPv6 address, 0 for none and for IPv4."""
+    return int(address[3]) if len(address) > 3 else 0  # type: ignore[call-overload]
+
+
+def _key(address: tuple[object, ...]) -> tuple[object, ...]:
+    """What names a remote endpoint: address, port and, for IPv6, the link."""
+    return (*address[:2], _scope(address))
+
+
+def _show(address: tuple[object, ...]) -> str:
+    """ADDRESS:PORT as written in a target: [v6%link]:port, v4:port."""
+    host, port = address[:2]
+    if ":" not in str(host):
+        return f"{host}:{port}"
+    scope = _scope(address)
+    if scope:
+        try:
+            host = f"{host}%{socket.if_indextoname(scope)}"
+        except OSError:
+            host = f"{host}%{scope}"
+    return f"[{host}]:{port}"
 
 
 class VxlanEndpoint(Endpoint):
@@ -58,24 +86,25 @@ class VxlanEndpoint(Endpoint):
     async def _resolve(self) -> tuple[int, list[tuple[object, ...]]]:
         """The address family and the address of every remote endpoint (StartError if one
         cannot be resolved, has no address of the first one's family, or repeats one)."""
-        loop = asyncio.get_running_loop()
         family = 0
         peers: list[tuple[object, ...]] = []
         for host, port in self.target.peers:
-            try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-            except socket.gaierror as exc:
-                raise StartError(str(self), f"cannot resolve {host!r}: {exc.strerror}") from None
+            infos = await resolve(str(self), host, port, socket.SOCK_DGRAM)
             if not family:
                 family = infos[0][0]
-            address = next((info[4] for info in infos if info[0] == family), None)
+            address = next((a for f, a in infos if f == family), None)
             if address is None:
                 kind = "IPv6" if family == socket.AF_INET6 else "IPv4"
                 raise StartError(str(self), f"remote endpoint {host!r} has no {kind} address "
                                             f"(every endpoint must be {kind}, as the first)")
-            if address[:2] in [p[:2] for p in peers]:
+            if family == socket.AF_INET6 and not _scope(address) and _link_local(address[0]):
+                # The kernel names such a source with the link it came in on: an endpoint
+                # without one would be sent to (by route) but never recognised.
+                raise StartError(str(self), f"remote endpoint {host!r} is link-local: name "
+                                            f"its link, as [{address[0]}%eth0]:{port}")
+            if _key(address) in [_key(p) for p in peers]:
                 raise StartError(str(self), f"remote endpoint {host!r} port {port} is "
-                                            f"{address[0]} port {port} again")
+                                            f"{_show(address)} again")
             peers.append(address)
         return family, peers
 
@@ -83,8 +112,7 @@ class VxlanEndpoint(Endpoint):
         """ADDRESS:PORT of remote endpoint index (as the data plane numbers them)."""
         if not 0 <= index < len(self._peers):
             return f"#{index}"
-        host, port = self._peers[index][:2]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return _show(self._peers[index])
 
     def counters(self) -> dict[str, int]:
         """VXLAN_COUNTERS over every port this endpoint has had (closed ones included)."""

@@ -3,6 +3,7 @@ address on another link is a stranger, whose datagrams are dropped and counted."
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import struct
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from peers import free_port
 from pyroute2 import netns
 
 from fastrelay._core import DatagramPort, Hub, Switch, VxlanPort
@@ -72,9 +74,9 @@ def drain(sock: socket.socket) -> list[bytes]:
         return got
 
 
-def test_a_link_local_endpoint_is_matched_on_its_link_too(lab: Lab) -> None:
-    # Two links between the relay's namespace and the VTEPs', the same addresses on both:
-    # fe80::1 on the relay's side, fe80::2 on the other. The endpoint is fe80::2 on link 1.
+def two_links(lab: Lab) -> tuple[str, str]:
+    """The relay's namespace and the VTEPs', joined by two veth links (va1-vb1, va2-vb2)
+    with the same addresses on both: fe80::1 on the relay's side, fe80::2 on the other."""
     relay_ns, vtep_ns = lab.namespace("a"), lab.namespace("b")
     for k in (1, 2):
         ip("-n", relay_ns, "link", "add", f"va{k}", "type", "veth", "peer", "name", f"vb{k}",
@@ -82,17 +84,25 @@ def test_a_link_local_endpoint_is_matched_on_its_link_too(lab: Lab) -> None:
         for ns, dev, addr in ((relay_ns, f"va{k}", RELAY), (vtep_ns, f"vb{k}", VTEP)):
             ip("-n", ns, "addr", "add", f"{addr}/64", "dev", dev, "nodad")
             ip("-n", ns, "link", "set", dev, "up")
+    assert ifindex(relay_ns, "va1") != ifindex(relay_ns, "va2")
+    return relay_ns, vtep_ns
+
+
+def test_a_link_local_endpoint_is_matched_on_its_link_too(lab: Lab) -> None:
+    # The endpoint is fe80::2 on link 1; the same address on link 2 is a stranger.
+    relay_ns, vtep_ns = two_links(lab)
     link1 = ifindex(relay_ns, "va1")
-    assert link1 != ifindex(relay_ns, "va2")
-    peer = udp6_in(vtep_ns, VTEP, ifindex(vtep_ns, "vb1"), 4789)
-    stranger = udp6_in(vtep_ns, VTEP, ifindex(vtep_ns, "vb2"), 4789)
-    vx_sock = udp6_in(relay_ns, "::", 0, 4789)
-    guest = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    guest.bind(("127.0.0.1", 0))
-    port_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    port_sock.bind(("127.0.0.1", 0))
     hub = Hub(switch=Switch(forwarding=True))
-    try:
+    with contextlib.ExitStack() as closing:
+        peer, stranger, vx_sock = (
+            closing.enter_context(s) for s in (udp6_in(vtep_ns, VTEP, ifindex(vtep_ns, "vb1"), 4789),
+                                               udp6_in(vtep_ns, VTEP, ifindex(vtep_ns, "vb2"), 4789),
+                                               udp6_in(relay_ns, "::", 0, 4789)))
+        guest, port_sock = (closing.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                            for _ in range(2))
+        closing.callback(hub.close)
+        guest.bind(("127.0.0.1", 0))
+        port_sock.bind(("127.0.0.1", 0))
         vx_sock.setblocking(False)
         port_sock.setblocking(False)
         to_guest = port_sock.getsockname()
@@ -120,7 +130,81 @@ def test_a_link_local_endpoint_is_matched_on_its_link_too(lab: Lab) -> None:
         assert peer.recv(2048) == vxlan(PEER_MAC + GUEST_MAC + b"\x88\xb5" + b"G" * 50)
         pump(hub, lambda: False, 0.2)
         assert not drain(stranger)
-    finally:
-        hub.close()
-        for s in (peer, stranger, guest):
-            s.close()
+
+
+def test_one_address_on_two_links_is_two_endpoints(lab: Lab) -> None:
+    # A switch with fe80::2 on each link as a remote endpoint of its own: frames from both
+    # reach the guest, and each answer goes out on the link its MAC was learned on only.
+    relay_ns, vtep_ns = two_links(lab)
+    gport, rport = free_port(kind=socket.SOCK_DGRAM), free_port(kind=socket.SOCK_DGRAM)
+    with contextlib.ExitStack() as closing:
+        vteps = [closing.enter_context(udp6_in(vtep_ns, VTEP, ifindex(vtep_ns, f"vb{k}"), 4789))
+                 for k in (1, 2)]
+        netns.pushns(relay_ns)
+        try:
+            guest = closing.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        finally:
+            netns.popns()
+        guest.bind(("127.0.0.1", gport))
+        relay = lab.relay("--switch", "-l", f"127.0.0.1:{free_port()}",
+                          f"vxlan:{VNI}:4789:[{VTEP}%va1]:4789,peer=[{VTEP}%va2]:4789",
+                          f"{rport}:127.0.0.1:{gport}", ns=relay_ns)
+        macs = (PEER_MAC, STRANGER_MAC)
+        for k, sock in enumerate(vteps):
+            hello = vxlan(b"\xff" * 6 + macs[k] + b"\x88\xb5" + bytes([k]) * 50)
+            deadline = time.monotonic() + 10
+            while not readable(guest):  # until the relay is up: until then ICMP eats them
+                assert_running(relay)
+                assert time.monotonic() < deadline, "no frame came"
+                sock.sendto(hello, (RELAY, 4789, 0, ifindex(vtep_ns, f"vb{k + 1}")))
+                select.select([guest], [], [], 0.2)
+            got = drain(guest)
+            assert got and all(f[6:12] == macs[k] and f.endswith(bytes([k]) * 50) for f in got)
+        for k in (1, 0):
+            frame = macs[k] + GUEST_MAC + b"\x88\xb5" + b"G" * 50
+            guest.sendto(frame, ("127.0.0.1", rport))
+            assert select.select([vteps[k]], [], [], 3)[0], f"nothing on link {k + 1}"
+            assert vteps[k].recv(2048) == vxlan(frame)
+        time.sleep(0.2)
+        assert not drain(vteps[0]) and not drain(vteps[1])
+        assert_running(relay)
+
+
+def test_tcp_and_udp_targets_reach_a_link_local_peer_on_its_link(lab: Lab) -> None:
+    # Point to point between a TCP target on link 1 and a UDP target on link 2, both
+    # fe80::2: connect() needs the link, and the UDP peer on link 2 gets its frames there.
+    relay_ns, vtep_ns = two_links(lab)
+    tport, uport, lport = (free_port(kind=k) for k in
+                           (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM))
+    with contextlib.ExitStack() as closing:
+        netns.pushns(vtep_ns)
+        try:
+            listener = closing.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+            others = [closing.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
+                      for _ in (1, 2)]
+        finally:
+            netns.popns()
+        listener.bind((VTEP, tport, 0, ifindex(vtep_ns, "vb1")))
+        listener.listen(1)
+        for k, sock in enumerate(others):  # the UDP peer on link 2, a witness on link 1
+            sock.bind((VTEP, uport, 0, ifindex(vtep_ns, f"vb{2 - k}")))
+        udp, witness = others
+        relay = lab.relay(f"[{VTEP}%va1]:{tport}", f"{lport}:[{VTEP}%va2]:{uport}", ns=relay_ns)
+        assert select.select([listener], [], [], 10)[0], "the relay did not connect"
+        conn = closing.enter_context(listener.accept()[0])
+        frame = PEER_MAC + GUEST_MAC + b"\x88\xb5" + b"T" * 50
+        conn.sendall(struct.pack(">I", len(frame)) + frame)
+        assert select.select([udp], [], [], 3)[0], "nothing on link 2"
+        assert udp.recv(2048) == frame
+        back = GUEST_MAC + PEER_MAC + b"\x88\xb5" + b"U" * 50
+        udp.sendto(back, (RELAY, lport, 0, ifindex(vtep_ns, "vb2")))
+        conn.settimeout(3)
+        assert conn.recv(4 + len(back), socket.MSG_WAITALL) == struct.pack(">I", len(back)) + back
+        assert not drain(witness)
+        assert_running(relay)
+
+
+def assert_running(relay: subprocess.Popen[bytes]) -> None:
+    if relay.poll() is not None:
+        assert relay.stderr is not None
+        pytest.fail(f"the relay exited: {relay.stderr.read().decode().strip()}")
