@@ -126,6 +126,11 @@ def parse_allow(values: Sequence[str]) -> tuple[Network, ...]:
     """CIDR texts ("10.1.0.0/16", "::1", "192.0.2.7") -> networks; ValueError naming one."""
     out = []
     for text in values:
+        if "%" in text:
+            # allowed() sees a client's address, not the link it came in on: a scoped
+            # entry would admit that address from every link.
+            raise ValueError(f"{text!r}: a link (%...) cannot be allowed, only addresses "
+                             f"(\"fe80::/64\" is fe80:: from any link)")
         try:
             out.append(ipaddress.ip_network(text, strict=False))
         except ValueError:

@@ -221,6 +221,20 @@ def test_allowlist_refuses_127_0_0_1_accepts_127_0_0_2(pki, caplog) -> None:  # 
     assert welcome.sock.fileno() >= 0
 
 
+def test_allowlist_refuses_an_entry_with_a_link() -> None:
+    # A client is checked by its address alone: fe80::%eth0/64 would admit fe80:: clients
+    # from every link, so it is refused, on the command line with one line and status 2.
+    with pytest.raises(ValueError, match="cannot be allowed"):
+        parse_allow(["fe80::%eth0/64"])
+    assert [str(n) for n in parse_allow(["fe80::/64"])] == ["fe80::/64"]
+    result = subprocess.run([sys.executable, "-m", "fastrelay", "--allow", "fe80::%lo/64",
+                             "-l", f"127.0.0.1:{free_port()}"], capture_output=True, text=True,
+                            timeout=20, stdin=subprocess.DEVNULL, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'fe80::%lo/64': a link (%...) cannot be allowed" in lines[0], lines
+
+
 def test_garbage_after_handshake_drops_that_peer_only(pki) -> None:  # type: ignore[no-untyped-def]
     """Hub A has three TLS clients: hub B (a relay), `bad` and `witness` (the stdlib's TLS).
     A forged record from `bad` closes `bad` alone; B and the witness keep talking through A."""
