@@ -419,9 +419,11 @@ class Relay:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
             kw = {"env": env, "cwd": self.cwd}
         if self.account is None:
-            return [*(self.command or relay_command(self.verbose)), *self.args], kw
-        if self.command or os.environ.get("FASTRELAY_QEMU_RELAY"):
-            raise HarnessError("FASTRELAY_QEMU_RELAY: only fastrelay can be run under an account")
+            command = self.command if self.command is not None else relay_command(self.verbose)
+            return [*command, *self.args], kw
+        if self.command is not None or os.environ.get("FASTRELAY_QEMU_RELAY"):
+            raise HarnessError("only fastrelay can be run under an account "
+                               "(another relay was named: command= or FASTRELAY_QEMU_RELAY)")
         uid, gid = str(self.account.uid), str(self.account.gid)
         verbose = ["-vv"] if self.verbose else []
         return [sys.executable, "-c", _RUN_AS, uid, gid, *verbose, *self.args], kw

@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     for m in modes:
         if m not in MODES + [NETRELAY_MODE]:
             ap.error(f"unknown mode {m}")
+    if NETRELAY_MODE in modes and not shutil.which("netrelay"):
+        ap.error(f"{NETRELAY_MODE}: netrelay is not on PATH")
 
     results = []
     print(f"{'mode':<17} {'Gbit/s':>7} {'retr':>6} {'relay cpu-s':>11} {'cpu-s/GB':>9}")
