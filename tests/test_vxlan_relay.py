@@ -86,6 +86,24 @@ def test_a_link_local_peer_without_its_link_is_one_line_and_exit_1() -> None:
             in one_line(result))
 
 
+@pytest.mark.parametrize("host, text", [
+    ("2001:db8::2%lo", "only a link-local address has a %link"),
+    ("fe80::2%99999999999", "no link '99999999999' here"),
+    ("fe80::2%no-such-link", "no link 'no-such-link' here"),
+    ("fe80::2%25lo", "no link '25lo' here (%25 is URL encoding: write %eth0)"),
+])
+@pytest.mark.parametrize("kind", ["tcp", "udp", "vxlan"])
+def test_a_link_that_cannot_be_had_is_one_line_and_exit_1(kind: str, host: str,
+                                                          text: str) -> None:
+    # Every endpoint resolves a host the same way: the link is checked before anything.
+    udp = [f"{free_port(kind=socket.SOCK_DGRAM)}:{LOOP4}:{free_port(kind=socket.SOCK_DGRAM)}"]
+    target = {"tcp": f"[{host}]:9", "udp": f"{free_port(kind=socket.SOCK_DGRAM)}:[{host}]:9",
+              "vxlan": f"vxlan:1:{free_port(kind=socket.SOCK_DGRAM)}:[{host}]:4789"}[kind]
+    result = run(target, *udp)
+    assert result.returncode == 1
+    assert f"cannot resolve {host!r}: {text}" in one_line(result)
+
+
 def test_config_table_form_is_the_target_string() -> None:
     config = parse_config('[hub.lab]\nmode = "switch"\nlisten = "127.0.0.1:5000"\n'
                           'endpoints = [{ vxlan = 42, port = 4789, '

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import ipaddress
 import logging
 import os
 import socket
@@ -34,23 +35,44 @@ _SUN_PATH = 108
 async def resolve(where: str, host: str, port: int,
                   kind: int) -> list[tuple[int, tuple[Any, ...]]]:
     """(family, address) of host:port for sockets of kind, in getaddrinfo()'s order, or
-    StartError naming `where`. An IPv6 host written with its link (fe80::2%eth0) keeps
-    that link in its scope id: uvloop's getaddrinfo() (0.23 here) returns 0 there, and a
-    link-local address without its link cannot be connected to, nor told apart from the
-    same address on another link."""
+    StartError naming `where`. A link-local IPv6 host written with its link (fe80::2%eth0)
+    keeps that link in its scope id: uvloop's getaddrinfo() (0.23 here) returns 0 there,
+    and a link-local address without its link cannot be connected to, nor told apart from
+    the same address on another link. So the link is split off and looked up here."""
+    bare, scope = _link(where, host)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=kind)
+        infos = await asyncio.get_running_loop().getaddrinfo(bare, port, type=kind)
     except socket.gaierror as exc:
         raise StartError(where, f"cannot resolve {host!r}: {exc.strerror}") from None
-    scope = 0
-    if "%" in host:
-        link = host.rpartition("%")[2]
-        try:
-            scope = int(link) if link.isdigit() else socket.if_nametoindex(link)
-        except OSError:
-            raise StartError(where, f"cannot resolve {host!r}: no link {link!r}") from None
     return [(family, (*addr[:3], scope) if family == socket.AF_INET6 and scope else addr)
             for family, _, _, _, addr in infos]
+
+
+def _link(where: str, host: str) -> tuple[str, int]:
+    """host without its %link, and the link's interface index (0: none written)."""
+    if "%" not in host:
+        return host, 0
+    bare, _, link = host.partition("%")
+    try:
+        address = ipaddress.IPv6Address(bare)
+    except ValueError:
+        raise StartError(where, f"cannot resolve {host!r}: only an IPv6 address "
+                                f"has a %link") from None
+    if not (address.is_link_local or address.is_multicast):
+        raise StartError(where, f"cannot resolve {host!r}: only a link-local address "
+                                f"has a %link") from None
+    try:
+        return bare, socket.if_nametoindex(link)
+    except OSError:
+        pass
+    if link.isdigit():
+        try:
+            socket.if_indextoname(int(link))
+            return bare, int(link)
+        except (OSError, OverflowError):
+            pass
+    hint = " (%25 is URL encoding: write %eth0)" if link.startswith("25") else ""
+    raise StartError(where, f"cannot resolve {host!r}: no link {link!r} here{hint}")
 
 
 def check_unix_path(what: str, path: str) -> None:

@@ -60,7 +60,7 @@ async def _sock_connect(sock: socket.socket, addr: Any) -> None:
         await loop.sock_connect(sock, addr)
         return
     err = sock.connect_ex(addr)
-    if err == errno.EINPROGRESS:
+    if err in (errno.EINPROGRESS, errno.EINTR):  # EINTR: it goes on, as asyncio has it
         writable: asyncio.Future[None] = loop.create_future()
 
         def ready() -> None:
@@ -166,7 +166,8 @@ class StreamClientEndpoint(Endpoint):
             context = options.tls.context(server=False)
         except TLSSetupError as exc:
             raise StartError(str(self), str(exc)) from None
-        name = self.target.tls_name or options.tls_name or self.target.host
+        # The certificate names the address, not the link it is reached on (fe80::2%eth0).
+        name = self.target.tls_name or options.tls_name or self.target.host.partition("%")[0]
         session = TLSSession(context, sock.fileno(), name)
         await handshake(session, options.tls_timeout)
         self.handshakes += 1

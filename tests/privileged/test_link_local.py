@@ -1,21 +1,30 @@
-"""A VXLAN port names a link-local remote endpoint by its address and its link: the same
-address on another link is a stranger, whose datagrams are dropped and counted."""
+"""A link-local peer is its address and its link: VXLAN endpoints, TCP (plain and TLS) and UDP
+targets written [fe80::2%eth0] reach that link only, and the same address on another link is
+another host (a stranger to a VXLAN port, whose datagrams are dropped and counted)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import os
 import select
 import socket
+import ssl
 import struct
 import subprocess
 import time
 from collections.abc import Callable
 
 import pytest
+import uvloop
 from peers import free_port
 from pyroute2 import netns
+from tlscerts import LocalCA
 
 from fastrelay._core import DatagramPort, Hub, Switch, VxlanPort
+from fastrelay.relay import Relay, RelayOptions
+from fastrelay.targets import parse_target
 from privileged.netns import Lab
 
 pytestmark = pytest.mark.privileged
@@ -202,6 +211,78 @@ def test_tcp_and_udp_targets_reach_a_link_local_peer_on_its_link(lab: Lab) -> No
         assert conn.recv(4 + len(back), socket.MSG_WAITALL) == struct.pack(">I", len(back)) + back
         assert not drain(witness)
         assert_running(relay)
+
+
+def test_a_tls_target_checks_the_address_not_the_link(lab: Lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The server's certificate names fe80::2; the target says [fe80::2%va1].
+    relay_ns, vtep_ns = two_links(lab)
+    ca = LocalCA(str(tmp_path))
+    server, client = ca.issue("vtep", ips=(VTEP,)), ca.issue("relay")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(server.cert, server.key)
+    context.load_verify_locations(ca.path)
+    context.verify_mode = ssl.CERT_REQUIRED
+    tport, lport, gport = (free_port(kind=k) for k in
+                           (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM))
+    with contextlib.ExitStack() as closing:
+        netns.pushns(vtep_ns)
+        try:
+            listener = closing.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+        finally:
+            netns.popns()
+        netns.pushns(relay_ns)
+        try:
+            guest = closing.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        finally:
+            netns.popns()
+        listener.bind((VTEP, tport, 0, ifindex(vtep_ns, "vb1")))
+        listener.listen(1)
+        guest.bind(("127.0.0.1", gport))
+        relay = lab.relay("--tls-cert", client.cert, "--tls-key", client.key, "--tls-ca", ca.path,
+                          f"[{VTEP}%va1]:{tport},tls", f"{lport}:127.0.0.1:{gport}", ns=relay_ns)
+        assert select.select([listener], [], [], 10)[0], "the relay did not connect"
+        raw = listener.accept()[0]
+        raw.settimeout(5)
+        conn = closing.enter_context(context.wrap_socket(raw, server_side=True))
+        frame = PEER_MAC + GUEST_MAC + b"\x88\xb5" + b"L" * 50
+        conn.sendall(struct.pack(">I", len(frame)) + frame)
+        assert select.select([guest], [], [], 5)[0], "nothing came through the TLS link"
+        assert guest.recv(2048) == frame
+        assert_running(relay)
+
+
+def test_a_scoped_connect_that_times_out_is_retried_and_leaks_nothing(lab: Lab, caplog) -> None:  # type: ignore[no-untyped-def]
+    # fe80::99 on link 1 is a neighbour nobody answers for: every SYN is lost, so each
+    # attempt of the scoped connect() waits out connect_timeout, on uvloop as the relay runs.
+    relay_ns, _ = two_links(lab)
+    ip("-n", relay_ns, "neigh", "add", "fe80::99", "lladdr", "02:00:00:00:00:99", "nud",
+       "permanent", "dev", "va1")
+    caplog.set_level(logging.DEBUG, "fastrelay")
+    udp = free_port(kind=socket.SOCK_DGRAM)
+    targets = [parse_target("[fe80::99%va1]:9"), parse_target(f"{udp}:127.0.0.1:{udp + 1}")]
+    options = RelayOptions(reconnect=True, connect_timeout=0.1,
+                           backoff={"initial": 0.02, "maximum": 0.05})
+
+    async def main() -> list[int]:
+        relay = Relay(targets, options, point_to_point=True)
+        fds = []
+        try:
+            await relay.start()
+            for _ in range(3):
+                await asyncio.sleep(0.6)
+                fds.append(len(os.listdir("/proc/self/fd")))
+        finally:
+            relay.close()
+        return fds
+
+    netns.pushns(relay_ns)  # the relay's sockets, and its link names, are relay_ns's
+    try:
+        fds = uvloop.run(main())
+    finally:
+        netns.popns()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "connection timed out" in text and "Invalid argument" not in text, text
+    assert len(set(fds)) == 1, f"descriptors while retrying: {fds}"
 
 
 def assert_running(relay: subprocess.Popen[bytes]) -> None:
