@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastrelay")
 
-__all__ = ["Endpoint", "SocketFile", "adopt", "check_unix_path", "remove_stale_socket", "resolve"]
+__all__ = ["Endpoint", "SocketFile", "adopt", "check_unix_path", "local_address",
+           "remove_stale_socket", "resolve"]
 
 P = TypeVar("P")
 
@@ -46,6 +47,13 @@ async def resolve(where: str, host: str, port: int,
         raise StartError(where, f"cannot resolve {host!r}: {exc.strerror}") from None
     return [(family, (*addr[:3], scope) if family == socket.AF_INET6 and scope else addr)
             for family, _, _, _, addr in infos]
+
+
+def local_address(where: str, host: str, port: int) -> tuple[Any, ...]:
+    """The address to bind() for a local IP literal host (--bind, listen:HOST:PORT), its
+    %link in the scope id: Python's bind() takes no scope from a 2-tuple's text."""
+    bare, scope = _link(where, host)
+    return (bare, port, 0, scope) if scope else (host, port)
 
 
 def _link(where: str, host: str) -> tuple[str, int]:

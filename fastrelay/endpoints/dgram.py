@@ -9,7 +9,15 @@ from .. import defaults
 from .._core import DatagramPort
 from ..errors import StartError
 from ..targets import UDPTarget, UnixDgramTarget
-from .base import Endpoint, SocketFile, adopt, check_unix_path, remove_stale_socket, resolve
+from .base import (
+    Endpoint,
+    SocketFile,
+    adopt,
+    check_unix_path,
+    local_address,
+    remove_stale_socket,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -30,12 +38,13 @@ def bind_udp(where: str, family: int, bind: str | None, lport: int) -> socket.so
     """A UDP socket of `family` bound to `lport` on `bind` (every address when None), or
     StartError naming `where` and why it cannot be had."""
     host = bind or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+    address = local_address(where, host, lport)
     try:
         sock = socket.socket(family, socket.SOCK_DGRAM)
     except OSError as exc:
         raise StartError(where, f"cannot open a UDP socket: {exc.strerror or exc}") from None
     try:
-        sock.bind((host, lport))
+        sock.bind(address)
     except OSError as exc:
         sock.close()
         raise StartError(where, f"cannot bind UDP port {lport}: "

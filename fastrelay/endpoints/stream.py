@@ -18,7 +18,7 @@ from ..backoff import Backoff
 from ..errors import StartError
 from ..targets import TCPListenTarget, TCPTarget, UnixListenTarget, UnixTarget
 from ..tls import TLSError, TLSSetupError, allowed, handshake
-from .base import Endpoint, SocketFile, adopt, log, remove_stale_socket, resolve
+from .base import Endpoint, SocketFile, adopt, local_address, log, remove_stale_socket, resolve
 
 if TYPE_CHECKING:
     from .._core import Port
@@ -303,7 +303,8 @@ class StreamListenerEndpoint(Endpoint):
             infos = [(sock, addr)]
         else:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            infos = [(socket.socket(family, socket.SOCK_STREAM), (host, target.port))]
+            infos = [(socket.socket(family, socket.SOCK_STREAM),
+                      local_address(str(self), host, target.port))]
         sock, addr = infos[0]
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
