@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import __version__, defaults
+from .endpoints.base import resolve
 from .errors import StartError
 from .service import OneShotServer, RequestTooLong, read_until
 from .stats import LinkStats, Snapshot
@@ -262,11 +263,11 @@ class MetricsServer:
         host, port = self.address
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         socks: list[socket.socket] = []
+        # Resolved as every endpoint resolves its host (a link-local one keeps its %link).
+        addresses = await resolve(f"metrics listener {where}", host, port, socket.SOCK_STREAM)
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            for family, kind, proto, _, addr in dict.fromkeys(infos):
-                sock = socket.socket(family, kind, proto)
+            for family, addr in dict.fromkeys(addresses):
+                sock = socket.socket(family, socket.SOCK_STREAM)
                 socks.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:

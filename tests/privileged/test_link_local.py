@@ -292,6 +292,35 @@ def test_local_addresses_with_a_link(lab: Lab) -> None:
         assert_running(relay)
 
 
+def test_the_metrics_listener_with_a_link(lab: Lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    relay_ns, vtep_ns = two_links(lab)
+    mport = free_port()
+    config = tmp_path / "fastrelay.toml"
+    config.write_text(f'[daemon]\nmetrics = "[{RELAY}%va1]:{mport}"\n\n'
+                      f'[hub.h]\nlisten = "127.0.0.1:{free_port()}"\n')
+    relay = lab.relay("--config", str(config), ns=relay_ns)
+    deadline = time.monotonic() + 10
+    while True:
+        netns.pushns(vtep_ns)
+        try:
+            http = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        finally:
+            netns.popns()
+        with http:
+            if http.connect_ex((RELAY, mport, 0, ifindex(vtep_ns, "vb1"))) == 0:
+                http.settimeout(5)
+                http.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                reply = b""
+                while chunk := http.recv(65536):
+                    reply += chunk
+                break
+        assert_running(relay)
+        assert time.monotonic() < deadline, "the metrics listener never came up"
+        time.sleep(0.1)
+    assert reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\r\n")[0], reply[:200]
+    assert b"fastrelay_" in reply
+
+
 def test_a_scoped_connect_that_times_out_is_retried_and_leaks_nothing(lab: Lab, caplog) -> None:  # type: ignore[no-untyped-def]
     # fe80::99 on link 1 is a neighbour nobody answers for: every SYN is lost, so each
     # attempt of the scoped connect() waits out connect_timeout, on uvloop as the relay runs.
