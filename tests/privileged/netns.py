@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +44,16 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.05)
+
+
+def socket_in(ns: str, family: int = socket.AF_INET,
+              kind: int = socket.SOCK_DGRAM) -> socket.socket:
+    """A socket made in namespace ns (a socket stays in the namespace it was made in)."""
+    netns.pushns(ns)
+    try:
+        return socket.socket(family, kind)
+    finally:
+        netns.popns()
 
 
 class Lab:

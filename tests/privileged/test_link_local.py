@@ -25,7 +25,7 @@ from tlscerts import LocalCA
 from fastrelay._core import DatagramPort, Hub, Switch, VxlanPort
 from fastrelay.relay import Relay, RelayOptions
 from fastrelay.targets import parse_target
-from privileged.netns import Lab
+from privileged.netns import Lab, socket_in
 
 pytestmark = pytest.mark.privileged
 
@@ -46,11 +46,7 @@ def ifindex(ns: str, name: str) -> int:
 
 def udp6_in(ns: str, host: str, scope: int, port: int) -> socket.socket:
     """An IPv6 UDP socket made in namespace ns, bound to host on link scope (0: any)."""
-    netns.pushns(ns)
-    try:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    finally:
-        netns.popns()
+    s = socket_in(ns, socket.AF_INET6)
     s.bind((host, port, 0, scope))
     return s
 
@@ -103,10 +99,9 @@ def test_a_link_local_endpoint_is_matched_on_its_link_too(lab: Lab) -> None:
     link1 = ifindex(relay_ns, "va1")
     hub = Hub(switch=Switch(forwarding=True))
     with contextlib.ExitStack() as closing:
-        peer, stranger, vx_sock = (
-            closing.enter_context(s) for s in (udp6_in(vtep_ns, VTEP, ifindex(vtep_ns, "vb1"), 4789),
-                                               udp6_in(vtep_ns, VTEP, ifindex(vtep_ns, "vb2"), 4789),
-                                               udp6_in(relay_ns, "::", 0, 4789)))
+        peer, stranger = (closing.enter_context(udp6_in(vtep_ns, VTEP, ifindex(vtep_ns, dev),
+                                                        4789)) for dev in ("vb1", "vb2"))
+        vx_sock = closing.enter_context(udp6_in(relay_ns, "::", 0, 4789))
         guest, port_sock = (closing.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
                             for _ in range(2))
         closing.callback(hub.close)
@@ -149,11 +144,7 @@ def test_one_address_on_two_links_is_two_endpoints(lab: Lab) -> None:
     with contextlib.ExitStack() as closing:
         vteps = [closing.enter_context(udp6_in(vtep_ns, VTEP, ifindex(vtep_ns, f"vb{k}"), 4789))
                  for k in (1, 2)]
-        netns.pushns(relay_ns)
-        try:
-            guest = closing.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-        finally:
-            netns.popns()
+        guest = closing.enter_context(socket_in(relay_ns))
         guest.bind(("127.0.0.1", gport))
         relay = lab.relay("--switch", "-l", f"127.0.0.1:{free_port()}",
                           f"vxlan:{VNI}:4789:[{VTEP}%va1]:4789,peer=[{VTEP}%va2]:4789",
@@ -186,13 +177,9 @@ def test_tcp_and_udp_targets_reach_a_link_local_peer_on_its_link(lab: Lab) -> No
     tport, uport, lport = (free_port(kind=k) for k in
                            (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM))
     with contextlib.ExitStack() as closing:
-        netns.pushns(vtep_ns)
-        try:
-            listener = closing.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
-            others = [closing.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
-                      for _ in (1, 2)]
-        finally:
-            netns.popns()
+        listener = closing.enter_context(socket_in(vtep_ns, socket.AF_INET6, socket.SOCK_STREAM))
+        others = [closing.enter_context(socket_in(vtep_ns, socket.AF_INET6))
+                  for _ in (1, 2)]
         listener.bind((VTEP, tport, 0, ifindex(vtep_ns, "vb1")))
         listener.listen(1)
         for k, sock in enumerate(others):  # the UDP peer on link 2, a witness on link 1
@@ -225,16 +212,8 @@ def test_a_tls_target_checks_the_address_not_the_link(lab: Lab, tmp_path) -> Non
     tport, lport, gport = (free_port(kind=k) for k in
                            (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM))
     with contextlib.ExitStack() as closing:
-        netns.pushns(vtep_ns)
-        try:
-            listener = closing.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
-        finally:
-            netns.popns()
-        netns.pushns(relay_ns)
-        try:
-            guest = closing.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-        finally:
-            netns.popns()
+        listener = closing.enter_context(socket_in(vtep_ns, socket.AF_INET6, socket.SOCK_STREAM))
+        guest = closing.enter_context(socket_in(relay_ns))
         listener.bind((VTEP, tport, 0, ifindex(vtep_ns, "vb1")))
         listener.listen(1)
         guest.bind(("127.0.0.1", gport))
@@ -259,27 +238,12 @@ def test_local_addresses_with_a_link(lab: Lab) -> None:
                            (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM))
     link1, link2 = ifindex(vtep_ns, "vb1"), ifindex(vtep_ns, "vb2")
     with contextlib.ExitStack() as closing:
-        netns.pushns(vtep_ns)
-        try:
-            client = closing.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
-            udp = closing.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
-        finally:
-            netns.popns()
+        udp = closing.enter_context(socket_in(vtep_ns, socket.AF_INET6))
         udp.bind((VTEP, uport, 0, link2))
         relay = lab.relay("--bind", f"{RELAY}%va2", "-l", f"[{RELAY}%va1]:{tport}",
                           f"{lport}:[{VTEP}%va2]:{uport}", ns=relay_ns)
-        deadline = time.monotonic() + 10
-        while client.connect_ex((RELAY, tport, 0, link1)) != 0:
-            assert_running(relay)
-            assert time.monotonic() < deadline, "the scoped listener never came up"
-            client.close()
-            netns.pushns(vtep_ns)
-            try:
-                client = closing.enter_context(socket.socket(socket.AF_INET6,
-                                                             socket.SOCK_STREAM))
-            finally:
-                netns.popns()
-            time.sleep(0.1)
+        client = closing.enter_context(connect_in(vtep_ns, (RELAY, tport, 0, link1), relay,
+                                                  "the scoped listener"))
         frame = PEER_MAC + GUEST_MAC + b"\x88\xb5" + b"B" * 50
         client.sendall(struct.pack(">I", len(frame)) + frame)
         assert select.select([udp], [], [], 5)[0], "nothing on link 2"
@@ -299,24 +263,13 @@ def test_the_metrics_listener_with_a_link(lab: Lab, tmp_path) -> None:  # type: 
     config.write_text(f'[daemon]\nmetrics = "[{RELAY}%va1]:{mport}"\n\n'
                       f'[hub.h]\nlisten = "127.0.0.1:{free_port()}"\n')
     relay = lab.relay("--config", str(config), ns=relay_ns)
-    deadline = time.monotonic() + 10
-    while True:
-        netns.pushns(vtep_ns)
-        try:
-            http = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        finally:
-            netns.popns()
-        with http:
-            if http.connect_ex((RELAY, mport, 0, ifindex(vtep_ns, "vb1"))) == 0:
-                http.settimeout(5)
-                http.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-                reply = b""
-                while chunk := http.recv(65536):
-                    reply += chunk
-                break
-        assert_running(relay)
-        assert time.monotonic() < deadline, "the metrics listener never came up"
-        time.sleep(0.1)
+    with connect_in(vtep_ns, (RELAY, mport, 0, ifindex(vtep_ns, "vb1")), relay,
+                    "the metrics listener") as http:
+        http.settimeout(5)
+        http.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        reply = b""
+        while chunk := http.recv(65536):
+            reply += chunk
     assert reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\r\n")[0], reply[:200]
     assert b"fastrelay_" in reply
 
@@ -355,6 +308,21 @@ def test_a_scoped_connect_that_times_out_is_retried_and_leaks_nothing(lab: Lab, 
     assert text.count("connection timed out") >= 10, text  # ~20 attempts in 3 s
     # An attempt in flight holds one socket; a leak would grow with the attempts.
     assert max(fds) - min(fds) <= 1, f"descriptors while retrying: {fds}"
+
+
+def connect_in(ns: str, address: tuple[str, int, int, int], relay: subprocess.Popen[bytes],
+               what: str) -> socket.socket:
+    """A TCP connection from namespace ns to address, tried until it is up (10 s at most)
+    while the relay runs."""
+    deadline = time.monotonic() + 10
+    while True:
+        sock = socket_in(ns, socket.AF_INET6, socket.SOCK_STREAM)
+        if sock.connect_ex(address) == 0:
+            return sock
+        sock.close()
+        assert_running(relay)
+        assert time.monotonic() < deadline, f"{what} never came up"
+        time.sleep(0.1)
 
 
 def assert_running(relay: subprocess.Popen[bytes]) -> None:

@@ -14,6 +14,7 @@ import pytest
 from pyroute2 import netns
 
 from fastrelay._core import DatagramPort, Hub, Switch, VxlanPort
+from privileged.netns import socket_in as netns_socket
 
 pytestmark = pytest.mark.privileged
 
@@ -51,11 +52,7 @@ def two_namespaces() -> Iterator[tuple[str, str]]:
 
 def socket_in(ns: str, host: str, port: int, buffer: int) -> socket.socket:
     """A UDP socket bound in namespace ns (sockets stay in the namespace they were made in)."""
-    netns.pushns(ns)
-    try:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    finally:
-        netns.popns()
+    s = netns_socket(ns)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
     s.bind((host, port))
